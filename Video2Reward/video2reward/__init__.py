@@ -1,0 +1,6 @@
+"""Video2Reward: the PROGRESSOR progress model, its data pipeline and pretraining."""
+from .checkpoint import CheckpointError, load_reward_model, save_reward_model
+from .model import BACKBONES, ModelConfig, ProgressModel, autocast, gaussian_entropy
+
+__all__ = ["BACKBONES", "CheckpointError", "ModelConfig", "ProgressModel", "autocast", "gaussian_entropy",
+           "load_reward_model", "save_reward_model"]

@@ -1,0 +1,137 @@
+"""Saving and loading reward models.
+
+Three on-disk formats are read, always with ``torch.load(weights_only=True)`` (no pickled code):
+
+* ours: ``{"format": "progressor", "config": {...}, "state_dict": {...}, ...}`` — the model config
+  travels with the weights; training checkpoints add ``optimizer``, ``step``, ``rng``, ...
+* the released Meta-World file ``all_tasks.pth``: ``{"state_dict", "optim_state_dict"}``
+* the released EPIC-KITCHENS file: ``{"model_state_dict", "optimizer_state_dict", "epoch"}``
+
+For the released formats the variant is read off the weights' names and shapes.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .io import atomic_torch_save
+from .model import BACKBONES, ModelConfig, ProgressModel
+
+FORMAT = "progressor"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def save_reward_model(model: ProgressModel, path: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``model`` (config + weights) atomically; ``extra`` entries (optimizer state, step, ...)
+    are stored beside them and must be plain tensors / containers for ``weights_only`` loading."""
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(model.config),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with one-line errors for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reward checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to load: it contains pickled Python objects, not just tensors "
+                              f"(weights_only=True): {first}") from None
+    except Exception as exc:  # torch raises RuntimeError/EOFError/... for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'empty'})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj
+
+
+def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix that DataParallel/DDP add to saved names."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """Which variant a bare state dict belongs to, from its parameter names and shapes."""
+    if "model.body.0.weight" in state_dict:
+        backbone = "convnet"
+    elif "model.conv1.weight" in state_dict:
+        if state_dict["model.conv1.weight"].shape[-1] == 3:
+            backbone = "resnet18_84"
+        elif "model.layer1.2.conv1.weight" in state_dict:
+            backbone = "resnet34_224"
+        else:
+            backbone = "resnet18"
+    else:
+        raise CheckpointError("state dict has no backbone weights (expected keys like 'model.conv1.weight')")
+    hidden = state_dict.get("proj.0.fc1.weight")
+    return ModelConfig(backbone=backbone, proj_hidden=int(hidden.shape[0]) if hidden is not None else None)
+
+
+def split_checkpoint(obj: Mapping[str, Any], name: str = "checkpoint") -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(config, model state dict) from any of the three formats."""
+    if obj.get("format") == FORMAT:
+        return ModelConfig(**obj["config"]), _strip_prefix(obj["state_dict"])
+    for key in ("state_dict", "model_state_dict"):
+        if key in obj and isinstance(obj[key], Mapping):
+            sd = _strip_prefix(obj[key])
+            return infer_config(sd), sd
+    raise CheckpointError(f"{name}: no model weights found (keys: {sorted(obj)[:8]}); expected 'state_dict' "
+                          f"or 'model_state_dict'")
+
+
+def load_state_dict_strict(model: ProgressModel, state_dict: Mapping[str, torch.Tensor], name: str = "checkpoint") -> None:
+    """``load_state_dict(strict=True)`` with a one-line error listing the offending keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(state_dict)) if tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        raise CheckpointError(f"{name}: weights do not match backbone {model.config.backbone!r}: {'; '.join(parts)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_reward_model(source: str | os.PathLike, device: str | torch.device = "cpu", **model_kwargs: Any) -> ProgressModel:
+    """A ready :class:`ProgressModel` (eval mode) from a file path or ``hf://owner/repo/file[@revision]``.
+
+    Reads our format and both released formats. ``model_kwargs`` (``amp``, ``channels_last``,
+    ``alpha``, ``image_size``) override the stored configuration.
+    """
+    source = str(source)
+    if source.startswith("hf://"):
+        from .hub import resolve
+        path = resolve(source)
+    else:
+        path = Path(source).expanduser()
+    obj = read_checkpoint(path)
+    config, state_dict = split_checkpoint(obj, str(path))
+    cfg = asdict(config)
+    for key in ("alpha", "image_size"):
+        if key in model_kwargs:
+            cfg[key] = model_kwargs.pop(key)
+    model = ProgressModel(**cfg, **model_kwargs)
+    load_state_dict_strict(model, state_dict, str(path))
+    return model.to(device).eval()
+
+
+__all__ = ["BACKBONES", "CheckpointError", "infer_config", "load_reward_model", "load_state_dict_strict",
+           "read_checkpoint", "save_reward_model", "split_checkpoint"]

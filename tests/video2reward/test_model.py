@@ -1,0 +1,157 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from video2reward import CheckpointError, ProgressModel, load_reward_model, save_reward_model
+from video2reward.model import gaussian_entropy
+
+# Names and shapes of the two released checkpoints (copied from the project's shared/ folder).
+KEYS = json.loads((Path(__file__).resolve().parents[1] / "data" / "upstream_checkpoint_keys.json").read_text())
+
+
+def frames(n, size=84, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return ProgressModel("convnet", image_size=48)
+
+
+def upstream_state_dict(variant_prefix: str) -> dict[str, torch.Tensor]:
+    (name,) = [k for k in KEYS if k.startswith(variant_prefix)]
+    g = torch.Generator().manual_seed(1)
+    return {k: (0.05 * torch.randn(shape, generator=g) if shape else torch.tensor(3)) for k, shape in KEYS[name].items()}
+
+
+@pytest.mark.parametrize("variant,wrapper", [("resnet18_84", "state_dict"), ("resnet34_224", "model_state_dict")])
+def test_released_formats_load_strict(tmp_path, variant, wrapper):
+    sd = upstream_state_dict(variant)
+    sd = {k: (v.abs() + 0.1 if k.endswith("running_var") else v) for k, v in sd.items()}
+    payload = {wrapper: sd}
+    if wrapper == "state_dict":
+        payload["optim_state_dict"] = {"state": {}, "param_groups": []}
+    else:
+        payload.update(optimizer_state_dict={"state": {}, "param_groups": []}, epoch=7)
+    path = tmp_path / "released.pth"
+    torch.save(payload, path)
+    model = load_reward_model(path)
+    assert model.config.backbone == variant
+    own = model.state_dict()
+    assert set(own) == set(sd)
+    for k, v in sd.items():
+        assert torch.equal(own[k].cpu(), v.to(own[k].dtype)), k
+    size = model.image_size
+    assert size == (84 if variant == "resnet18_84" else 224)
+    dist = model.predict(frames(2, size), frames(2, size, 1), frames(2, size, 2))
+    assert dist.batch_shape == (2,)
+
+
+def test_module_names_match_upstream():
+    for variant in ("resnet18_84", "resnet34_224"):
+        (name,) = [k for k in KEYS if k.startswith(variant)]
+        own = {k: list(v.shape) for k, v in ProgressModel(variant).state_dict().items()}
+        assert own == KEYS[name]
+
+
+def test_wrong_keys_one_line_error(tmp_path):
+    sd = ProgressModel("resnet18_84").state_dict()
+    sd.pop("fc_mu.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save({"state_dict": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_reward_model(tmp_path / "bad.pth")
+    msg = str(err.value)
+    assert "\n" not in msg and "fc_mu.bias" in msg and "extra.weight" in msg and "bad.pth" in msg
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_reward_model(tmp_path / "nope.pth")
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt.pth"):
+        load_reward_model(tmp_path / "corrupt.pth")
+    torch.save({"weights": {}}, tmp_path / "nokeys.pth")
+    with pytest.raises(CheckpointError, match="no model weights"):
+        load_reward_model(tmp_path / "nokeys.pth")
+
+
+def test_save_load_round_trip(tmp_path, small):
+    path = save_reward_model(small, tmp_path / "m.pth", step=12)
+    loaded = load_reward_model(path, amp=False)
+    assert loaded.config == small.config
+    a, b, c = frames(3, 48), frames(3, 48, 1), frames(3, 48, 2)
+    small.amp = False
+    try:
+        torch.testing.assert_close(loaded.predict(a, b, c).loc, small.predict(a, b, c).loc)
+    finally:
+        small.amp = True
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_input_contract(small):
+    good = frames(2, 48)
+    with pytest.raises(TypeError, match="uint8"):
+        small.predict(good.float(), good, good)
+    with pytest.raises(ValueError, match=r"\(N, 3, 48, 48\)"):
+        small.predict(frames(2, 64), frames(2, 64), frames(2, 64))
+    with pytest.raises(ValueError, match="batch sizes"):
+        small.predict(good, good[:1], good)
+
+
+def test_predict_reward_and_cached_head_agree(small):
+    a, b, c = frames(4, 48), frames(4, 48, 1), frames(4, 48, 2)
+    small.amp = False
+    try:
+        dist = small.predict(a, b, c)
+        assert dist.batch_shape == (4,) and (dist.scale > 0).all()
+        feats = small.encode(torch.cat([a, b, c]))
+        assert feats.shape == (12, 128)
+        torch.testing.assert_close(feats.norm(dim=-1), torch.ones(12))
+        # init/goal cached once, broadcast against a batch of current frames
+        cached = small.predict_from_features(feats[0], feats[4:8], feats[8])
+        ref = small.predict(a[:1].expand(4, -1, -1, -1), b, c[:1].expand(4, -1, -1, -1))
+        torch.testing.assert_close(cached.loc, ref.loc, atol=1e-5, rtol=1e-5)
+        r = small.reward(a, b, c)
+        torch.testing.assert_close(r, dist.loc - 0.4 * dist.entropy(), atol=1e-5, rtol=1e-5)
+        r2 = small.reward(a, b, c, alpha=2.0)
+        torch.testing.assert_close(r2, dist.loc - 2.0 * dist.entropy(), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(r, r2)
+    finally:
+        small.amp = True
+
+
+def test_inference_uses_eval_mode_and_restores(small):
+    a = frames(2, 48)
+    small.train()
+    before = small.model.body[1].running_mean.clone()
+    small.predict(a, a, a)
+    assert small.training, "inference must restore the training mode"
+    assert torch.equal(before, small.model.body[1].running_mean), "inference must not update BatchNorm statistics"
+    one = small.predict(a[:1], a[:1], a[:1]).loc
+    two = small.predict(a, a, a).loc[:1]
+    torch.testing.assert_close(one, two)  # eval mode: no dependence on the rest of the batch
+
+
+def test_softplus_sigma_is_safe():
+    m = ProgressModel("convnet", image_size=32)
+    with torch.no_grad():
+        m.fc_log_var.bias.fill_(1e4)
+        m.fc_log_var.weight.zero_()
+    dist = m.predict(frames(1, 32), frames(1, 32), frames(1, 32))
+    assert torch.isfinite(dist.scale).all() and math.isclose(dist.scale.item(), 1e4, rel_tol=1e-3)
+    torch.testing.assert_close(gaussian_entropy(torch.tensor(1.0)), torch.tensor(0.5 * math.log(2 * math.pi * math.e)))
+
+
+def test_bf16_close_to_fp32(small):
+    a, b, c = frames(4, 48), frames(4, 48, 1), frames(4, 48, 2)
+    small.amp = False
+    ref = small.predict(a, b, c).loc
+    small.amp = True
+    fast = small.predict(a, b, c).loc
+    assert (fast - ref).abs().max() < 0.1 * (ref.abs().max() + 1)
