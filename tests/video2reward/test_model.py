@@ -91,7 +91,7 @@ def test_save_load_round_trip(tmp_path, small):
         torch.testing.assert_close(loaded.predict(a, b, c).loc, small.predict(a, b, c).loc)
     finally:
         small.amp = True
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]
 
 
 def test_input_contract(small):
