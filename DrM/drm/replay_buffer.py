@@ -1,0 +1,331 @@
+"""In-memory replay buffer that stores every frame once and stacks frames at sampling time.
+
+Layout: a ring of ``capacity`` *slots*, one per frame. An episode of ``T`` agent steps occupies
+``T + 1`` consecutive slots (mod ``capacity``): slot 0 holds the reset frame ``o_0``; slot ``i >= 1``
+holds the frame ``o_i`` observed after action ``a_{i-1}``, together with that action, the env
+reward ``r_i`` and the success flag of that step. Each episode also keeps its init frame (the
+reset frame unless given) and its goal frame, for reward relabelling.
+
+Memory per transition at 84 px: one 3x84x84 frame (21.2 KB) plus a few bytes, against 63.5 KB for
+DrQ-v2's stored 9-channel stack (127 KB if ``obs`` and ``next_obs`` are both stored); see
+:attr:`ReplayBuffer.bytes_per_transition`.
+
+Writing (one episode at a time)::
+
+    buffer.add_first(frame, init_frame=None, goal_frame=goal)   # at reset
+    buffer.add(action, frame, env_reward, success)              # after every agent step
+    buffer.add(action, frame, env_reward, success, last=True)   # optionally on the final step
+
+``add_first`` starts a new episode (closing any open one); ``last=True`` closes the episode so
+that a stray ``add`` raises. Episodes have no terminal states (time limits only), so there is no
+``done`` flag in the targets: ``discount`` is always ``gamma^n``.
+
+Sampling: transition ``t`` of an episode is sampled only if the episode already holds the ``n``
+following steps, so an n-step window never crosses an episode end (in-progress episodes are
+sampled too). Observation stacks repeat the reset frame at the episode start (``[o_0, o_0, o_0]``,
+``[o_0, o_0, o_1]``, ...), exactly like a frame-stack wrapper filled at reset, oldest frame first.
+
+Eviction: when the ring is full the oldest episode is dropped *whole* as soon as its first slot
+is overwritten, so every stored transition always has its full stack and its episode frames.
+Sampling is uniform over valid transitions, drawn with the buffer's ``np.random.Generator``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+
+def discounted_sum(rewards: np.ndarray | torch.Tensor, gamma: float) -> np.ndarray | torch.Tensor:
+    """``sum_i gamma^i rewards[:, i]``: ``(B, n) -> (B, 1)`` float32, numpy or torch in, same out."""
+    n = rewards.shape[1]
+    if isinstance(rewards, torch.Tensor):
+        weights = gamma ** torch.arange(n, dtype=torch.float64, device=rewards.device)
+        return (rewards.double() @ weights).unsqueeze(1).float()
+    weights = gamma ** np.arange(n, dtype=np.float64)
+    return (np.asarray(rewards, dtype=np.float64) @ weights)[:, None].astype(np.float32)
+
+
+@dataclass
+class Batch:
+    """A sampled batch of n-step transitions ``(o_t, a_t, R, gamma^n, o_{t+n})`` plus what reward
+    relabelling needs. Arrays are numpy (from :meth:`ReplayBuffer.sample`) or torch tensors (after
+    :meth:`to_torch`). Replace fields with ``dataclasses.replace(batch, reward=...)``.
+
+    Shapes: ``B`` batch, ``k`` frame stack, ``n`` n-step, ``S`` image side, ``A`` action dim.
+    """
+
+    obs: Any  # (B, 3k, S, S) uint8: stack at step t, oldest frame first, o_t in obs[:, -3:]
+    action: Any  # (B, A) float32: a_t
+    reward: Any  # (B, 1) float32: sum_{i<n} gamma^i r_{t+1+i} of the env rewards
+    discount: Any  # (B, 1) float32: gamma^n (no terminal states)
+    next_obs: Any  # (B, 3k, S, S) uint8: stack at step t+n
+    init_frame: Any  # (B, 3, S, S) uint8: the episode's init (reset) frame
+    goal_frame: Any  # (B, 3, S, S) uint8: the episode's goal frame (zeros if none was given)
+    window_frames: Any  # (B, n, 3, S, S) uint8: o_{t+1} .. o_{t+n}, or None if not requested
+    env_reward_window: Any  # (B, n) float32: r_{t+1} .. r_{t+n}
+    success_window: Any  # (B, n) bool: success flags of those steps
+    episode: Any  # (B,) int64: episode ids
+    step: Any  # (B,) int64: t, the step of obs inside its episode
+    nstep: int  # n
+    gamma: float  # per-step discount used for reward / discount
+
+    @property
+    def oldest_frame(self) -> Any:
+        """``obs[:, :3]``, the oldest frame of the stack: what the released PROGRESSOR code scored
+        (``reward.relabel=paper``)."""
+        return self.obs[:, :3]
+
+    def to_torch(self, device: str | torch.device) -> "Batch":
+        """Copy with every array field moved to ``device`` as a tensor (dtypes kept)."""
+        def convert(x: Any) -> Any:
+            return torch.as_tensor(x, device=device) if isinstance(x, (np.ndarray, torch.Tensor)) else x
+        return dataclasses.replace(self, **{f.name: convert(getattr(self, f.name))
+                                            for f in dataclasses.fields(self)})
+
+
+@dataclass
+class _Episode:
+    start: int  # slot of the reset frame
+    length: int  # frames stored so far (agent steps + 1)
+    init: np.ndarray  # (3, S, S) uint8
+    goal: np.ndarray  # (3, S, S) uint8
+
+
+class ReplayBuffer:
+    """Frame-once ring buffer (module docstring).
+
+    Args:
+        capacity: number of frame slots (= transitions + one reset frame per episode).
+        frame_shape: ``(3, S, S)`` of a single uint8 frame.
+        action_shape: ``(A,)``.
+        frame_stack: ``k``, frames per observation.
+        rng: ``np.random.Generator`` (or a seed) that drives sampling; part of the state dict.
+    """
+
+    _MAX_REJECTION_ROUNDS = 8
+
+    def __init__(self, capacity: int, frame_shape: tuple[int, int, int], action_shape: tuple[int, ...],
+                 frame_stack: int = 3, rng: np.random.Generator | int | None = None) -> None:
+        if capacity < 2:
+            raise ValueError(f"capacity must be >= 2, got {capacity}")
+        self.capacity = int(capacity)
+        self.frame_shape = tuple(int(d) for d in frame_shape)
+        self.action_shape = tuple(int(d) for d in action_shape)
+        self.frame_stack = int(frame_stack)
+        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        # np.empty: pages are only committed once written, so a large capacity costs nothing upfront
+        self._frames = np.empty((self.capacity, *self.frame_shape), dtype=np.uint8)
+        self._action = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
+        self._reward = np.zeros(self.capacity, dtype=np.float32)
+        self._success = np.zeros(self.capacity, dtype=bool)
+        self._episode = np.full(self.capacity, -1, dtype=np.int64)  # -1: free / evicted slot
+        self._step = np.zeros(self.capacity, dtype=np.int64)
+        self._episodes: dict[int, _Episode] = {}  # live episodes, oldest first
+        self._ptr = 0  # next slot to write
+        self._filled = 0  # slots written at least once
+        self._current: int | None = None  # id of the open episode
+        self._next_episode_id = 0
+        self._num_transitions = 0
+
+    # ------------------------------------------------------------------ writing
+    def _check_frame(self, frame: np.ndarray, name: str) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.shape != self.frame_shape or frame.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 {self.frame_shape}, got {frame.dtype} {frame.shape}")
+        return frame
+
+    def _evict(self, episode_id: int) -> None:
+        ep = self._episodes.pop(episode_id)
+        self._episode[(ep.start + np.arange(ep.length)) % self.capacity] = -1
+        self._num_transitions -= ep.length - 1
+
+    def _write(self, frame: np.ndarray, action: np.ndarray, reward: float, success: bool) -> int:
+        slot = self._ptr
+        owner = int(self._episode[slot])
+        if owner >= 0:
+            if owner == self._current:
+                raise ValueError(f"episode longer than the buffer capacity ({self.capacity} slots)")
+            self._evict(owner)
+        self._frames[slot] = frame
+        self._action[slot] = action
+        self._reward[slot] = reward
+        self._success[slot] = success
+        self._ptr = (slot + 1) % self.capacity
+        self._filled = min(self._filled + 1, self.capacity)
+        return slot
+
+    def add_first(self, frame: np.ndarray, init_frame: np.ndarray | None = None,
+                  goal_frame: np.ndarray | None = None) -> None:
+        """Start an episode with its reset frame ``(3, S, S)`` uint8. ``init_frame`` defaults to
+        ``frame``; ``goal_frame`` to zeros (env / sparse rewards need none)."""
+        frame = self._check_frame(frame, "frame")
+        init = frame if init_frame is None else self._check_frame(init_frame, "init_frame")
+        goal = (np.zeros(self.frame_shape, np.uint8) if goal_frame is None
+                else self._check_frame(goal_frame, "goal_frame"))
+        self._current = None
+        slot = self._write(frame, np.zeros(self.action_shape, np.float32), 0.0, False)
+        episode_id = self._next_episode_id
+        self._next_episode_id += 1
+        self._episode[slot] = episode_id
+        self._step[slot] = 0
+        self._episodes[episode_id] = _Episode(slot, 1, init.copy(), goal.copy())
+        self._current = episode_id
+
+    def add(self, action: np.ndarray, frame: np.ndarray, env_reward: float, success: bool,
+            last: bool = False) -> None:
+        """Append one agent step: the action taken, the frame observed after it, the env reward
+        and success flag of that step; ``last=True`` closes the episode."""
+        if self._current is None:
+            raise RuntimeError("add() without an open episode: call add_first() at reset")
+        frame = self._check_frame(frame, "frame")
+        action = np.asarray(action, dtype=np.float32).reshape(self.action_shape)
+        ep = self._episodes[self._current]
+        slot = self._write(frame, action, float(env_reward), bool(success))
+        self._episode[slot] = self._current
+        self._step[slot] = ep.length
+        ep.length += 1
+        self._num_transitions += 1
+        if last:
+            self._current = None
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        """Number of stored transitions (agent steps)."""
+        return self._num_transitions
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episodes)
+
+    @property
+    def bytes_per_transition(self) -> float:
+        """Bytes stored per transition, with the reset-frame slot and the init / goal frames of each
+        episode amortised over its transitions (slot bytes only while empty)."""
+        frame_bytes = int(np.prod(self.frame_shape))
+        slot_bytes = (frame_bytes + self._action.itemsize * int(np.prod(self.action_shape))
+                      + self._reward.itemsize + self._success.itemsize + self._episode.itemsize
+                      + self._step.itemsize)
+        if self._num_transitions == 0:
+            return float(slot_bytes)
+        episodes = len(self._episodes)
+        total = slot_bytes * (self._num_transitions + episodes) + 2 * frame_bytes * episodes
+        return total / self._num_transitions
+
+    def _valid(self, idx: np.ndarray, nstep: int) -> np.ndarray:
+        ahead = (idx + nstep) % self.capacity
+        ep = self._episode[idx]
+        return (ep >= 0) & (self._episode[ahead] == ep) & (self._step[ahead] == self._step[idx] + nstep)
+
+    def _sample_indices(self, batch_size: int, nstep: int) -> np.ndarray:
+        """Uniform over valid slots: rejection sampling, then an exact fallback if it stalls."""
+        if self._num_transitions == 0:
+            raise ValueError("the replay buffer holds no transitions yet")
+        chosen: list[np.ndarray] = []
+        missing = batch_size
+        for _ in range(self._MAX_REJECTION_ROUNDS):
+            cand = self.rng.integers(0, self._filled, size=missing)
+            cand = cand[self._valid(cand, nstep)]
+            chosen.append(cand)
+            missing -= cand.size
+            if missing == 0:
+                return np.concatenate(chosen)
+        valid = np.flatnonzero(self._valid(np.arange(self._filled), nstep))
+        if valid.size == 0:
+            raise ValueError(f"no transition with {nstep} following steps in the buffer yet")
+        chosen.append(valid[self.rng.integers(0, valid.size, size=missing)])
+        return np.concatenate(chosen)
+
+    def sample(self, batch_size: int, nstep: int, discount: float, window: bool = True) -> Batch:
+        """Sample ``batch_size`` n-step transitions uniformly (see :class:`Batch`).
+
+        ``window=False`` skips gathering ``window_frames`` (``None`` then), which is ``n`` frames per
+        sample, when the caller does not relabel with them.
+        """
+        if nstep < 1:
+            raise ValueError(f"nstep must be >= 1, got {nstep}")
+        idx = self._sample_indices(batch_size, nstep)
+        cap, k = self.capacity, self.frame_stack
+        t = self._step[idx]
+        back = np.arange(k - 1, -1, -1)[None]  # k-1 .. 0 frames behind the newest
+        obs_slots = (idx[:, None] - np.minimum(back, t[:, None])) % cap
+        next_slots = (idx[:, None] + nstep - np.minimum(back, t[:, None] + nstep)) % cap
+        win = (idx[:, None] + np.arange(1, nstep + 1)[None]) % cap
+        stack_shape = (len(idx), k * self.frame_shape[0], *self.frame_shape[1:])
+        rewards = self._reward[win]
+        episodes = self._episode[idx]
+        records = [self._episodes[int(e)] for e in episodes]
+        return Batch(
+            obs=self._frames[obs_slots].reshape(stack_shape),
+            action=self._action[win[:, 0]],
+            reward=discounted_sum(rewards, discount),
+            discount=np.full((len(idx), 1), discount ** nstep, dtype=np.float32),
+            next_obs=self._frames[next_slots].reshape(stack_shape),
+            init_frame=np.stack([r.init for r in records]),
+            goal_frame=np.stack([r.goal for r in records]),
+            window_frames=self._frames[win] if window else None,
+            env_reward_window=rewards,
+            success_window=self._success[win],
+            episode=episodes,
+            step=t.copy(),
+            nstep=int(nstep),
+            gamma=float(discount),
+        )
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything for an exact resume (contents, write position, open episode, RNG), as
+        tensors / ints / dicts loadable with ``torch.load(weights_only=True)``. Only written slots
+        are included; at capacity this is the whole buffer (~21 KB per transition at 84 px). The
+        large tensors share memory with the buffer (no 2x peak at save time): save the result
+        before adding more data."""
+        n = self._filled
+        eps = list(self._episodes.items())
+        empty_frames = np.zeros((0, *self.frame_shape), np.uint8)
+        return {
+            "config": {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
+                       "action_shape": list(self.action_shape), "frame_stack": self.frame_stack},
+            "frames": torch.from_numpy(self._frames[:n]),
+            "action": torch.from_numpy(self._action[:n]),
+            "reward": torch.from_numpy(self._reward[:n]),
+            "success": torch.from_numpy(self._success[:n]),
+            "episode": torch.from_numpy(self._episode[:n]),
+            "step": torch.from_numpy(self._step[:n]),
+            "episodes": {
+                "id": torch.tensor([e for e, _ in eps], dtype=torch.int64),
+                "start": torch.tensor([r.start for _, r in eps], dtype=torch.int64),
+                "length": torch.tensor([r.length for _, r in eps], dtype=torch.int64),
+                "init": torch.from_numpy(np.stack([r.init for _, r in eps]) if eps else empty_frames),
+                "goal": torch.from_numpy(np.stack([r.goal for _, r in eps]) if eps else empty_frames),
+            },
+            "ptr": self._ptr, "filled": self._filled,
+            "current": -1 if self._current is None else self._current,
+            "next_episode_id": self._next_episode_id, "num_transitions": self._num_transitions,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a buffer built with the same configuration."""
+        config = state["config"]
+        mine = {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
+                "action_shape": list(self.action_shape), "frame_stack": self.frame_stack}
+        if dict(config) != mine:
+            raise ValueError(f"replay buffer configuration mismatch: saved {dict(config)}, this {mine}")
+        n = int(state["filled"])
+        for name in ("frames", "action", "reward", "success", "episode", "step"):
+            getattr(self, f"_{name}")[:n] = state[name].numpy()
+        self._episode[n:] = -1
+        eps = state["episodes"]
+        self._episodes = {
+            int(e): _Episode(int(s), int(length), init.numpy().copy(), goal.numpy().copy())
+            for e, s, length, init, goal in zip(eps["id"], eps["start"], eps["length"],
+                                                 eps["init"], eps["goal"])}
+        self._ptr, self._filled = int(state["ptr"]), n
+        current = int(state["current"])
+        self._current = None if current < 0 else current
+        self._next_episode_id = int(state["next_episode_id"])
+        self._num_transitions = int(state["num_transitions"])
+        self.rng.bit_generator.state = state["rng"]
