@@ -1,0 +1,190 @@
+"""Evaluation of a progress model on held-out trajectories (PROGRESSOR §2.3).
+
+For every trajectory the model scores each frame with the trajectory's own first frame as the
+initial frame and its last frame as the goal (fixed endpoints). Reported per task and overall:
+
+* VOC, value-order correlation: Spearman correlation of predicted ``mu`` with the frame index,
+  per trajectory, then averaged (1.0 = progress rises monotonically);
+* MAE: mean ``|mu - t/(L-1)|`` (label = normalised time);
+* curves: mean +- std of ``mu`` and of the reward ``mu - alpha H`` over normalised time, plotted by
+  :func:`plot_progress`.
+
+``python -m video2reward.evaluate --checkpoint C --data_path D [--split test] --output_dir O``
+writes ``O/metrics.json`` and ``O/progress.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import VideoDataset, load_dataset
+from .io import atomic_path, atomic_write_json
+from .model import ProgressModel
+
+CURVE_POINTS = 101  # normalised-time grid of the progress curves
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks (0-based) with ties given their average rank."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = 0.5 * (s + e - 1)
+    return ranks
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation; 0.0 when either input is constant."""
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else 0.0
+
+
+def predict_trajectory(model: ProgressModel, frames: torch.Tensor, batch_size: int = 256
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` for every frame of a trajectory ``(L, 3, S, S)`` with init = frame 0 and goal =
+    the last frame; the frames are encoded once."""
+    f = model.encode(frames, batch_size)
+    dist = model.predict_from_features(f[:1], f, f[-1:])
+    return dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
+
+
+def _curve(values: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    grid = np.linspace(0, 1, CURVE_POINTS)
+    stacked = np.stack([np.interp(grid, np.linspace(0, 1, len(v)), v) for v in values])
+    return stacked.mean(0).tolist(), stacked.std(0).tolist()
+
+
+def evaluate(model: ProgressModel, dataset: VideoDataset, batch_size: int = 256,
+             max_trajectories_per_task: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """VOC, MAE and progress curves of ``model`` on ``dataset`` (see module doc).
+
+    Returns ``{"overall": {...}, "tasks": {task: {...}}, "trajectories": [...], "curves": {task: {...}}}``;
+    the summaries hold ``voc`` (mean over trajectories), ``voc_std``, ``voc_min``, ``mae`` and
+    ``num_trajectories``. The model's training mode is restored afterwards.
+    """
+    alpha = model.alpha
+    per_task: dict[str, list[dict[str, Any]]] = {}
+    curves_mu: dict[str, list[np.ndarray]] = {}
+    curves_reward: dict[str, list[np.ndarray]] = {}
+    order = [i for i in range(len(dataset))]
+    if max_trajectories_per_task is not None:
+        seen: dict[str, int] = {}
+        kept = []
+        for i in order:
+            task = dataset.task_names[dataset.task_ids[i]]
+            if seen.get(task, 0) < max_trajectories_per_task:
+                kept.append(i)
+                seen[task] = seen.get(task, 0) + 1
+        order = kept
+    for i in tqdm(order, desc="evaluating", unit="traj", disable=not progress, dynamic_ncols=True):
+        task = dataset.task_names[dataset.task_ids[i]]
+        mu, sigma = predict_trajectory(model, dataset.trajectory(i), batch_size)
+        time = np.arange(len(mu)) / (len(mu) - 1)
+        per_task.setdefault(task, []).append({"name": dataset.names[i], "task": task, "voc": spearman(mu, time),
+                                              "mae": float(np.abs(mu - time).mean()), "length": len(mu)})
+        curves_mu.setdefault(task, []).append(mu)
+        curves_reward.setdefault(task, []).append(mu - alpha * (0.5 * np.log(2 * np.pi * np.e) + np.log(sigma)))
+
+    def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        voc = np.array([r["voc"] for r in rows])
+        return {"voc": float(voc.mean()), "voc_std": float(voc.std()), "voc_min": float(voc.min()),
+                "mae": float(np.mean([r["mae"] for r in rows])), "num_trajectories": len(rows)}
+
+    curves = {}
+    for task in per_task:
+        mu_mean, mu_std = _curve(curves_mu[task])
+        r_mean, r_std = _curve(curves_reward[task])
+        curves[task] = {"time": np.linspace(0, 1, CURVE_POINTS).tolist(), "mu_mean": mu_mean, "mu_std": mu_std,
+                        "reward_mean": r_mean, "reward_std": r_std}
+    rows = [r for task in per_task for r in per_task[task]]
+    return {"overall": summary(rows), "tasks": {t: summary(r) for t, r in sorted(per_task.items())},
+            "trajectories": rows, "curves": curves, "alpha": alpha}
+
+
+def plot_progress(results: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """One panel per task: mean +- std of predicted ``mu`` and of the reward against normalised time,
+    with the ideal diagonal; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["curves"])
+    cols = min(3, len(tasks))
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        c = results["curves"][task]
+        t = np.asarray(c["time"])
+        for key, label, color in (("mu", "mu (progress)", "C0"), ("reward", f"reward (alpha={results['alpha']:g})", "C1")):
+            mean, std = np.asarray(c[f"{key}_mean"]), np.asarray(c[f"{key}_std"])
+            ax.plot(t, mean, color=color, label=label)
+            ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.25)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="ideal")
+        s = results["tasks"][task]
+        ax.set_title(f"{task}  VOC {s['voc']:.3f}  (n={s['num_trajectories']})", fontsize=9)
+        ax.set_xlabel("normalised time")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    overall = results["overall"]
+    fig.suptitle(title or f"mean VOC {overall['voc']:.3f}, MAE {overall['mae']:.3f}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_evaluation(results: dict[str, Any], output_dir: str | os.PathLike, **extra: Any) -> Path:
+    """``metrics.json`` (summaries + per-trajectory rows, not the curves) and ``progress.png``."""
+    out = Path(output_dir)
+    metrics = {k: results[k] for k in ("overall", "tasks", "trajectories")}
+    atomic_write_json(out / "metrics.json", {**metrics, **extra})
+    plot_progress(results, out / "progress.png")
+    return out / "metrics.json"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text per-task VOC / MAE table."""
+    lines = [f"{'task':<20} {'n':>4} {'VOC':>7} {'VOC min':>8} {'MAE':>7}"]
+    for task, s in list(results["tasks"].items()) + [("overall", results["overall"])]:
+        lines.append(f"{task:<20} {s['num_trajectories']:>4} {s['voc']:>7.4f} {s['voc_min']:>8.4f} {s['mae']:>7.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from .checkpoint import load_reward_model
+
+    p = argparse.ArgumentParser(description="Evaluate a PROGRESSOR reward model on held-out trajectories.")
+    p.add_argument("--checkpoint", required=True, help="reward model file (any supported format) or hf:// URI")
+    p.add_argument("--data_path", required=True, help="dataset root (see video2reward.data for layouts)")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--tasks", nargs="+", default=None, help="only these task folders")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--cache_dir", default=None, help="decoded-frame cache folder (default: <data_path>/.v2r_cache)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    model = load_reward_model(args.checkpoint, args.device)
+    dataset = load_dataset(args.data_path, args.split, model.image_size, args.tasks, args.cache_dir)
+    results = evaluate(model, dataset, progress=True)
+    write_evaluation(results, args.output_dir, checkpoint=str(args.checkpoint), split=args.split)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""PROGRESSOR's training objective: KL divergence from a target Gaussian to the predicted one.
+
+The model predicts ``N(mu, sigma^2)`` over progress; a triplet's label is a Gaussian ``N(m, s^2)``
+(mean: where the middle frame sits between the endpoints; std: 0.1 or ``sqrt(1/delta)``, see
+:mod:`video2reward.triplets`). The loss is the mean of ``KL(N(m, s^2) || N(mu, sigma^2))`` in
+closed form. Negatives (EPIC recipe) target ``N(-1, 0.1^2)`` with weight 0.05; the RL push-back
+refinement uses the same loss with the detached target ``N(beta * mu, sigma)``.
+"""
+from __future__ import annotations
+
+import torch
+
+NEGATIVE_MEAN = -1.0  # target of a triplet whose middle frame comes from another video
+NEGATIVE_STD = 0.1
+NEGATIVE_WEIGHT = 0.05
+
+
+def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``KL(N(mean_p, std_p^2) || N(mean_q, std_q^2))``
+    ``= log(std_q / std_p) + (std_p^2 + (mean_p - mean_q)^2) / (2 std_q^2) - 1/2``."""
+    var_q = std_q.pow(2)
+    return torch.log(std_q / std_p) + (std_p.pow(2) + (mean_p - mean_q).pow(2)) / (2 * var_q) - 0.5
+
+
+def progress_kl_loss(mu: torch.Tensor, sigma: torch.Tensor, label_mean: torch.Tensor | float,
+                     label_std: torch.Tensor | float) -> torch.Tensor:
+    """Mean over the batch of ``KL(N(label_mean, label_std^2) || N(mu, sigma^2))``; labels broadcast.
+    Computed in float32 whatever the autocast dtype of ``mu`` and ``sigma``."""
+    mu, sigma = mu.float(), sigma.float()
+    label_mean = torch.as_tensor(label_mean, dtype=torch.float32, device=mu.device).expand_as(mu)
+    label_std = torch.as_tensor(label_std, dtype=torch.float32, device=mu.device).expand_as(mu)
+    return gaussian_kl(label_mean, label_std, mu, sigma).mean()
+
+
+def negative_kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """:func:`progress_kl_loss` toward ``N(-1, 0.1^2)`` (unweighted; multiply by :data:`NEGATIVE_WEIGHT`)."""
+    return progress_kl_loss(mu, sigma, NEGATIVE_MEAN, NEGATIVE_STD)
+
+
+__all__ = ["NEGATIVE_MEAN", "NEGATIVE_STD", "NEGATIVE_WEIGHT", "gaussian_kl", "negative_kl_loss", "progress_kl_loss"]

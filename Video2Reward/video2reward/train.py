@@ -1,0 +1,547 @@
+"""Pretraining of the progress model on expert videos, and its command line (``main_ours.py``).
+
+One optimiser step: draw a :class:`~video2reward.triplets.TripletBatch` (batch ``step`` is a pure
+function of ``(seed, rank, step)``), augment it (photometric per frame, one crop per group),
+encode all its frames in ONE backbone call, run the head on the triplets (plus the negatives),
+minimise the KL loss with AdamW (linear warm-up, then constant), clip the gradient norm.
+
+Outputs in ``output_dir`` (rank 0 only): ``checkpoint_last.pth`` (+ ``checkpoint_<step>.pth``),
+readable by :func:`video2reward.load_reward_model` and resumable exactly with ``--resume``;
+``train_log.csv``, ``eval_log.csv``, TensorBoard events in ``tb/``, ``config.json``, and after
+training the held-out evaluation ``metrics.json`` + ``progress.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import augment as aug
+from .checkpoint import read_checkpoint, save_reward_model, split_checkpoint, load_state_dict_strict
+from .data import DataError, VideoDataset, discover_trajectories, load_dataset
+from .evaluate import evaluate, format_table, write_evaluation
+from .io import atomic_write_json
+from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss
+from .model import ProgressModel, autocast
+from .triplets import TripletBatch, TripletSampler, parse_label_std
+
+AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a pretraining run; the defaults are the ``metaworld-cpu`` preset."""
+
+    data_path: str = ""  # dataset root; layouts in video2reward.data
+    output_dir: str = "outputs/reward_model"  # checkpoints, logs and evaluation
+    tasks: list[str] | None = None  # only these task folders (default: all)
+    cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
+    backbone: str = "convnet"  # resnet18_84 | resnet34_224 | resnet18 | convnet
+    image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
+    batch_size: int = 256  # triplets per optimiser step and process
+    steps: int | None = 1500  # optimiser steps; None: derived from `epochs`
+    epochs: float = 1.0  # used when steps is None; one epoch = one triplet per training frame
+    time_limit: float | None = None  # stop after this many minutes of training (then save + evaluate as usual)
+    lr: float = 3e-4  # AdamW learning rate (EPIC script 2e-4, released Meta-World pretraining 5e-5)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_steps: int | None = 100  # linear warm-up from 0; None: from warmup_epochs
+    warmup_epochs: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    randomize: bool = True  # randomised triplet endpoints (else init = first, goal = last frame)
+    max_gap: int | None = None  # randomised endpoints: goal - init < max_gap (None: whole trajectory)
+    label_std: str | float = "delta"  # "delta": sqrt(1/(goal-init)); or a constant such as 0.1
+    negatives: bool = False  # add negatives (middle frame from another video) toward N(-1, 0.1)
+    negative_weight: float = NEGATIVE_WEIGHT
+    augment: bool = True  # photometric per frame + one random-resized crop per triplet/group
+    augmentation: str = "metaworld"  # metaworld (crop 0.8-1) | epic (crop 0.2-1 + flip) | crop (crop only)
+    shared_embedding: bool = True  # encode K frames per trajectory once, build many triplets from them
+    frames_per_traj: int = 16  # shared embedding: K frames encoded per trajectory
+    trajs_per_batch: int = 16  # shared embedding: trajectories per step (batch_size triplets spread over them)
+    balance_tasks: bool = True  # draw a task uniformly, then one of its trajectories
+    amp: bool = True  # bf16 autocast + channels_last (off: --no_amp)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 1  # background processes preparing (sampling + augmenting) batches; 0 = inline
+    threads: int | None = None  # torch intra-op threads of the training process (None: torch's default)
+    eval_every: int = 0  # evaluate on the test split every N steps (0: only at the end)
+    save_every: int = 0  # also keep checkpoint_<step>.pth every N steps (0: only checkpoint_last.pth)
+    log_every: int = 10  # train_log.csv / TensorBoard interval in steps
+    resume: str | None = None  # checkpoint to continue from; "auto": output_dir/checkpoint_last.pth if present
+    distributed: bool = False  # DDP under torchrun (gloo on CPU, nccl on GPU)
+    push_to_hub: str | None = None  # Hugging Face repo id to upload checkpoint_last.pth to at the end
+    normalize_prediction: bool = True  # labels are progress fractions in [0, 1]; always on (see docs)
+    final_eval: bool = True  # evaluate on the test split (train split if none) at the end
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        self.label_std = parse_label_std(self.label_std)
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
+        if not self.normalize_prediction:
+            raise ValueError("normalize_prediction=False is not supported: progress labels are fractions in [0, 1]")
+
+
+# Named recipes; explicit flags override them. "metaworld-cpu" is TrainConfig's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "metaworld-cpu": {},
+    "metaworld-paper": dict(backbone="resnet18_84", batch_size=256, steps=10_000, lr=5e-5, warmup_steps=500,
+                            randomize=True, label_std="delta", grad_clip=1.0, augmentation="metaworld",
+                            shared_embedding=False),
+    "epic": dict(backbone="resnet34_224", lr=2e-4, label_std=0.1, negatives=True, augmentation="epic",
+                 grad_clip=0.0, shared_embedding=False, steps=None, epochs=100, warmup_epochs=1.0,
+                 warmup_steps=None, balance_tasks=False),
+}
+
+
+# ------------------------------------------------------------------------------------ one step
+class ProgressObjective(nn.Module):
+    """Wraps the model so one ``forward`` (what DDP hooks) encodes all frames once and runs the head
+    on index triplets into them."""
+
+    def __init__(self, model: ProgressModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, init: torch.Tensor, current: torch.Tensor,
+                goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.model.features(frames)
+        return self.model.head(f[init], f[current], f[goal])
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps`` optimiser steps, then constant."""
+    return base_lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else base_lr
+
+
+def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfig, image_size: int) -> TripletBatch:
+    """Batch ``step`` of process ``rank``, augmented; deterministic in ``(seed, rank, step)``."""
+    generator = sampler.generator_at(step, rank)
+    batch = sampler.sample(generator)
+    if cfg.augment:
+        batch = batch._replace(frames=aug.augment(batch.frames, AUGMENTATIONS[cfg.augmentation], image_size, generator))
+    return batch
+
+
+def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: TripletBatch, cfg: TrainConfig,
+               device: torch.device) -> dict[str, float]:
+    """One AdamW step on a (prepared) batch; returns scalar metrics."""
+    batch = batch.to(device)
+    b = batch.init.shape[0]
+    init, current, goal = batch.init, batch.current, batch.goal
+    if cfg.negatives:
+        init, current, goal = torch.cat([init, init]), torch.cat([current, batch.negative]), torch.cat([goal, goal])
+    objective.train()
+    with autocast(device, cfg.amp):
+        mu, sigma = objective(batch.flat_frames, init, current, goal)
+    kl = progress_kl_loss(mu[:b], sigma[:b], batch.label_mean, batch.label_std)
+    loss = kl
+    metrics = {}
+    if cfg.negatives:
+        kl_neg = negative_kl_loss(mu[b:], sigma[b:])
+        loss = loss + cfg.negative_weight * kl_neg
+        metrics["kl_negative"] = kl_neg.item()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    with torch.no_grad():
+        mae = (mu[:b].detach().float() - batch.label_mean).abs().mean().item()
+    metrics.update(loss=loss.item(), kl=kl.item(), mae=mae, sigma=sigma[:b].detach().float().mean().item(),
+                   grad_norm=float(grad_norm))
+    return metrics
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Map-style view ``step -> prepared batch`` so a DataLoader can prefetch in worker processes."""
+
+    def __init__(self, sampler: TripletSampler, rank: int, cfg: TrainConfig, image_size: int) -> None:
+        self.sampler, self.rank, self.cfg, self.image_size = sampler, rank, cfg, image_size
+
+    def __getitem__(self, step: int) -> TripletBatch:
+        return prepare_batch(self.sampler, step, self.rank, self.cfg, self.image_size)
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def batch_stream(sampler: TripletSampler, start: int, stop: int, rank: int, cfg: TrainConfig,
+                 image_size: int) -> Iterator[TripletBatch]:
+    """Prepared batches for steps ``start .. stop-1`` in order (prefetched when ``num_workers > 0``)."""
+    if cfg.num_workers <= 0:
+        return (prepare_batch(sampler, s, rank, cfg, image_size) for s in range(start, stop))
+    loader = torch.utils.data.DataLoader(_StepBatches(sampler, rank, cfg, image_size), batch_size=None,
+                                         sampler=range(start, stop), num_workers=cfg.num_workers,
+                                         worker_init_fn=_single_thread_worker, prefetch_factor=2)
+    return iter(loader)
+
+
+# ------------------------------------------------------------------------------------ run setup
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def _setup_distributed(cfg: TrainConfig) -> tuple[_Dist, torch.device]:
+    want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.distributed and "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        info = _Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)), True)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if want_cuda else "gloo")
+        device = torch.device(f"cuda:{info.local_rank}") if want_cuda else torch.device("cpu")
+        if want_cuda:
+            torch.cuda.set_device(device)
+        return info, device
+    if cfg.distributed:
+        print("[video2reward] --distributed without a multi-process torchrun launch: training in one process")
+    return _Dist(), torch.device("cuda" if want_cuda and cfg.device == "auto" else ("cpu" if cfg.device == "auto" else cfg.device))
+
+
+def _load_split(cfg: TrainConfig, split: str, image_size: int, info: _Dist) -> VideoDataset | None:
+    """The decoded ``split``; rank 0 decodes (and caches) it first, the other ranks then read the cache.
+    A missing or unusable test split is reported and gives ``None`` (evaluation falls back to train)."""
+    if split != "train":
+        try:
+            discover_trajectories(cfg.data_path, split, cfg.tasks)
+        except DataError as exc:
+            if info.is_main:
+                print(f"[video2reward] no usable '{split}' split ({exc}); evaluating on the train split")
+            return None
+    data, error = None, None
+    if info.is_main:
+        try:
+            data = load_dataset(cfg.data_path, split, image_size, cfg.tasks, cfg.cache_dir)
+        except Exception as exc:  # re-raised below, after releasing the ranks waiting for the cache
+            error = exc
+    info.barrier()
+    if error is not None:
+        raise error
+    if not info.is_main:
+        data = load_dataset(cfg.data_path, split, image_size, cfg.tasks, cfg.cache_dir, verbose=False)
+    return data
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _plain(value: Any) -> Any:
+    """Config values as weights_only-loadable primitives."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Logger:
+    """CSV + TensorBoard scalars (rank 0); appends when a run is resumed."""
+
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.out, self.enabled, self._tb = out, enabled, None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(out / "tb"))
+            except ImportError:
+                print("[video2reward] tensorboard not installed: CSV logs only")
+
+    def log(self, name: str, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        path = self.out / f"{name}_log.csv"
+        row = {"step": step, **metrics}
+        new = not path.exists()
+        if not new:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != list(row):
+                new = True
+                path = self.out / f"{name}_log_{len(list(self.out.glob(f'{name}_log*.csv')))}.csv"
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new or path.stat().st_size == 0:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(f"{name}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _past(deadline: float, info: _Dist, device: torch.device) -> bool:
+    """Whether rank 0's clock passed ``deadline`` (all ranks agree, so they stop at the same step)."""
+    flag = torch.tensor([float(time.perf_counter() > deadline)], device=device)
+    if info.enabled:
+        dist.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+def _eval_metrics(results: dict[str, Any]) -> dict[str, float]:
+    row = {"voc": results["overall"]["voc"], "mae": results["overall"]["mae"]}
+    for task, s in results["tasks"].items():
+        row[f"voc/{task}"] = s["voc"]
+    return row
+
+
+# ------------------------------------------------------------------------------------ the run
+def pretrain(config: TrainConfig) -> Path:
+    """Train a progress model as configured; returns the path of ``checkpoint_last.pth``.
+
+    Single process by default; under ``torchrun ... --distributed`` every process trains on its
+    own batches with DDP gradient averaging and only rank 0 writes files.
+    """
+    cfg = config
+    if not cfg.data_path:
+        raise DataError("no data path given (--data_path)")
+    info, device = _setup_distributed(cfg)
+    out = Path(cfg.output_dir).expanduser()
+    try:
+        return _run(cfg, info, device, out)
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        path = out / "checkpoint_last.pth"
+        return path if path.is_file() else None
+    path = Path(cfg.resume).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume checkpoint not found: {path}")
+    return path
+
+
+def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = ProgressModel(cfg.backbone, cfg.image_size, amp=cfg.amp, channels_last=cfg.amp).to(device)
+    image_size = model.image_size
+    train_set = _load_split(cfg, "train", image_size, info)
+    test_set = _load_split(cfg, "test", image_size, info) if (cfg.final_eval or cfg.eval_every) else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(train_set.num_frames / cfg.batch_size))
+    total_steps = int(cfg.steps) if cfg.steps is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_steps) if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
+
+    step = 0
+    resume_from = _resume_path(cfg, out)
+    if resume_from is not None:
+        ckpt = read_checkpoint(resume_from)
+        ckpt_cfg, state_dict = split_checkpoint(ckpt, str(resume_from))
+        if (ckpt_cfg.backbone, ckpt_cfg.image_size) != (model.config.backbone, image_size):
+            raise ValueError(f"{resume_from}: checkpoint is {ckpt_cfg.backbone} at {ckpt_cfg.image_size}px but the run "
+                             f"asks for {model.config.backbone} at {image_size}px")
+        load_state_dict_strict(model, state_dict, str(resume_from))
+        if "optimizer" not in ckpt or "step" not in ckpt:
+            raise ValueError(f"{resume_from}: has no optimizer/step state, cannot resume (it is a weights-only file)")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        if "rng" in ckpt:
+            _set_rng_state(ckpt["rng"], device)
+        if info.is_main:
+            print(f"[video2reward] resumed from {resume_from} at step {step}")
+
+    objective: nn.Module = ProgressObjective(model)
+    if info.enabled:
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = TripletSampler(train_set, cfg.batch_size, cfg.randomize, cfg.max_gap, cfg.label_std, cfg.shared_embedding,
+                             cfg.frames_per_traj, cfg.trajs_per_batch, cfg.balance_tasks, cfg.seed)
+    logger = _Logger(out, info.is_main)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", {k: _plain(v) for k, v in asdict(cfg).items()})
+        print(f"[video2reward] train: {train_set}; test: {test_set if test_set is not None else 'none'}")
+        print(f"[video2reward] {total_steps} steps x {cfg.batch_size} triplets x {info.world_size} process(es) "
+              f"({steps_per_epoch} steps/epoch), {cfg.backbone} at {image_size}px on {device}, "
+              f"{'shared-embedding' if cfg.shared_embedding else 'per-triplet'} batches, amp={cfg.amp}")
+
+    def save(path: Path) -> None:
+        save_reward_model(model, path, optimizer=optimizer.state_dict(), step=step, rng=_rng_state(device),
+                          train_config={k: _plain(v) for k, v in asdict(cfg).items()})
+
+    last = out / "checkpoint_last.pth"
+    bar = tqdm(total=total_steps, initial=step, desc="pretraining", unit="step", dynamic_ncols=True,
+               disable=not (info.is_main and cfg.progress_bar))
+    tic, tic_step = time.perf_counter(), step
+    deadline = time.perf_counter() + 60 * cfg.time_limit if cfg.time_limit else None
+    sums: dict[str, float] = {}
+    try:
+        for batch in batch_stream(sampler, step, total_steps, info.rank, cfg, image_size):
+            lr = lr_at(step, cfg.lr, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            metrics = train_step(objective, optimizer, batch, cfg, device)
+            step += 1
+            bar.update(1)
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if step % cfg.log_every == 0 or step == total_steps:
+                n = step - tic_step
+                means = {key: value / n for key, value in sums.items()}
+                rate = n * cfg.batch_size * info.world_size / max(time.perf_counter() - tic, 1e-9)
+                logger.log("train", step, {**means, "lr": lr, "epoch": step / steps_per_epoch, "triplets_per_s": rate})
+                bar.set_postfix(loss=f"{means['loss']:.3f}", mae=f"{means['mae']:.3f}", refresh=False)
+                tic, tic_step, sums = time.perf_counter(), step, {}
+            if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps and test_set is not None:
+                eval_start = time.perf_counter()
+                results = evaluate(model, test_set)
+                if deadline is not None:  # periodic evaluation does not count as training time
+                    deadline += time.perf_counter() - eval_start
+                logger.log("eval", step, _eval_metrics(results))
+                bar.write(f"[video2reward] step {step}: test VOC {results['overall']['voc']:.4f}, "
+                          f"MAE {results['overall']['mae']:.4f}")
+            if info.is_main and cfg.save_every and step % cfg.save_every == 0:
+                save(out / f"checkpoint_{step}.pth")
+                save(last)
+            if deadline is not None and _past(deadline, info, device) and step < total_steps:
+                if info.is_main:
+                    bar.write(f"[video2reward] time limit of {cfg.time_limit:g} min reached at step {step}")
+                break
+    except KeyboardInterrupt:
+        if info.is_main:
+            save(last)
+            print(f"\n[video2reward] interrupted at step {step}; saved {last} (continue with --resume)")
+        raise
+    finally:
+        bar.close()
+    if info.is_main:
+        save(last)
+        print(f"[video2reward] saved {last}")
+    info.barrier()
+    if info.is_main and cfg.final_eval:
+        eval_set, split = (test_set, "test") if test_set is not None else (train_set, "train")
+        results = evaluate(model, eval_set, progress=cfg.progress_bar)
+        logger.log("eval", step, _eval_metrics(results))
+        write_evaluation(results, out, split=split, step=step, checkpoint=str(last))
+        print(f"[video2reward] {split} split evaluation (metrics.json, progress.png in {out}):\n{format_table(results)}")
+    logger.close()
+    if info.is_main and cfg.push_to_hub:
+        from .hub import push_to_hub
+        push_to_hub(last, cfg.push_to_hub)
+    return last
+
+
+# ------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of the released ``main_ours.py`` plus ours. Unset flags take the preset's value."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="main_ours.py", argument_default=argparse.SUPPRESS,
+        description="Pretrain the PROGRESSOR progress model on expert videos.",
+        epilog="Presets: " + "; ".join(f"{k}: {v or 'the defaults shown'}" for k, v in PRESETS.items()))
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--data_path", required=True, help="dataset root (Meta-World demos, EPIC-style frame folders or videos)")
+    p.add_argument("--output_dir", help=f"checkpoints, logs, metrics (default {d.output_dir})")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="metaworld-cpu", help="named recipe (default metaworld-cpu)")
+    p.add_argument("--tasks", nargs="+", help="only these task folders")
+    p.add_argument("--cache_dir", help="decoded-frame cache (default <data_path>/.v2r_cache)")
+    p.add_argument("--backbone", help=f"resnet18_84 | resnet34_224 | resnet18 | convnet (default {d.backbone})")
+    p.add_argument("--image_size", type=int, help="model input size (default: the backbone's)")
+    p.add_argument("--batch_size", type=int, help=f"triplets per step per process (default {d.batch_size})")
+    p.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps}); overrides --epochs")
+    p.add_argument("--time_limit", type=float, help="stop training after this many minutes (then save and evaluate)")
+    p.add_argument("--epochs", type=float, help="training length in epochs (one triplet per training frame) when --steps is not given")
+    p.add_argument("--lr", type=float, help=f"AdamW learning rate (default {d.lr})")
+    p.add_argument("--weight_decay", type=float, help=f"AdamW weight decay (default {d.weight_decay})")
+    p.add_argument("--warmup_steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
+    p.add_argument("--warmup_epochs", type=float, help="linear warm-up in epochs (used when --warmup_steps is not given)")
+    p.add_argument("--grad_clip", type=float, help=f"gradient-norm clip, 0 = off (default {d.grad_clip})")
+    p.add_argument("--normalize_prediction", action=bool_flag,
+                   help="progress labels are fractions (mid-init)/(goal-init) in [0, 1]; always on, kept for the released flag set")
+    p.add_argument("--randomize", action=bool_flag, help="randomised triplet endpoints (--no-randomize: first/last frame)")
+    p.add_argument("--max_gap", type=int, help="randomised endpoints: goal - init < max_gap")
+    p.add_argument("--label_std", help="label std: 'delta' = sqrt(1/(goal-init)) or a number such as 0.1 (default delta)")
+    p.add_argument("--negatives", action=bool_flag, help="add negatives (middle frame from another video, target N(-1, 0.1), weight 0.05)")
+    p.add_argument("--negative_weight", type=float, help=f"loss weight of the negatives (default {d.negative_weight})")
+    p.add_argument("--augment", action=bool_flag, help="photometric + random-resized-crop augmentation (default on)")
+    p.add_argument("--augmentation", choices=sorted(AUGMENTATIONS), help="augmentation recipe (default metaworld)")
+    p.add_argument("--shared_embedding", action=bool_flag, help="encode K frames per trajectory once, many triplets from them (default on)")
+    p.add_argument("--frames_per_traj", type=int, help=f"shared embedding: frames per trajectory K (default {d.frames_per_traj})")
+    p.add_argument("--trajs_per_batch", type=int, help=f"shared embedding: trajectories per step (default {d.trajs_per_batch})")
+    p.add_argument("--balance_tasks", action=bool_flag, help="draw tasks uniformly, then trajectories (default on)")
+    p.add_argument("--no_amp", dest="amp", action="store_false", help="disable bf16 autocast and channels_last")
+    p.add_argument("--seed", type=int, help="seed of model init and batch sampling (default 0)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--num_workers", type=int, help=f"batch-preparing worker processes, 0 = inline (default {d.num_workers})")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is faster on a busy CPU)")
+    p.add_argument("--eval_every", type=int, help="evaluate on the test split every N steps (default: only at the end)")
+    p.add_argument("--no_progress_bar", dest="progress_bar", action="store_false", help="no tqdm bars (for log files)")
+    p.add_argument("--no_final_eval", dest="final_eval", action="store_false", help="skip the evaluation after training")
+    p.add_argument("--save_every", type=int, help="also keep checkpoint_<step>.pth every N steps")
+    p.add_argument("--log_every", type=int, help=f"log interval in steps (default {d.log_every})")
+    p.add_argument("--resume", nargs="?", const="auto",
+                   help="continue exactly from a checkpoint (no value: <output_dir>/checkpoint_last.pth if it exists)")
+    p.add_argument("--distributed", action="store_true", help="DDP; launch with torchrun --nproc_per_node=N")
+    p.add_argument("--push_to_hub", metavar="REPO", help="upload checkpoint_last.pth to this Hugging Face repo at the end")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Preset values, overridden by the flags given on the command line."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    values = dict(PRESETS[args.pop("preset", "metaworld-cpu")])
+    if "steps" not in args and ("epochs" in args):
+        values["steps"] = None  # --epochs given alone: let it define the length
+    if "warmup_steps" not in args and "warmup_epochs" in args:
+        values["warmup_steps"] = None
+    values.update(args)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**{k: v for k, v in values.items() if k in known})
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Entry point of ``Video2Reward/main_ours.py``."""
+    cfg = config_from_args(argv)
+    try:
+        return pretrain(cfg)
+    except DataError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+__all__ = ["PRESETS", "ProgressObjective", "TrainConfig", "batch_stream", "build_parser", "config_from_args",
+           "lr_at", "main", "prepare_batch", "pretrain", "train_step"]
