@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,9 +48,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load: it contains pickled Python objects, not just tensors "
-                              f"(weights_only=True): {first}") from None
+        # torch's own text suggests weights_only=False; we only name what the file asked to import
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
+        what = f" ({', '.join(found)})" if found else ""
+        raise CheckpointError(f"{path}: refused to load: it contains pickled Python objects{what}, which could run "
+                              f"code when unpickled; only tensors and plain containers are read "
+                              f"(torch.load weights_only=True). Re-save the weights as a plain state dict from a "
+                              f"trusted copy") from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/... for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'empty'})") from None
@@ -111,7 +116,7 @@ def load_state_dict_strict(model: ProgressModel, state_dict: Mapping[str, torch.
 
 
 def load_reward_model(source: str | os.PathLike, device: str | torch.device = "cpu", **model_kwargs: Any) -> ProgressModel:
-    """A ready :class:`ProgressModel` (eval mode) from a file path or ``hf://owner/repo/file[@revision]``.
+    """A ready :class:`ProgressModel` (eval mode) from a file path or ``hf://owner/repo[@revision]/file``.
 
     Reads our format and both released formats. ``model_kwargs`` (``amp``, ``channels_last``,
     ``alpha``, ``image_size``) override the stored configuration.
