@@ -1,0 +1,109 @@
+"""Where the learner's reward comes from.
+
+* :class:`ProgressRewarder` — PROGRESSOR at every env step, with the episode's init and goal
+  embeddings cached (one frame encoded per step), and relabelling of sampled batches with the
+  current model.
+* :func:`relabel` — the reward the learner sees for a replay batch, for each ``reward_model`` /
+  ``reward.relabel`` choice.
+
+Relabel modes (``reward_model=ours``):
+
+``window``  (default) every step of the n-step window is rescored with the current model, on the
+            newest frame of that step (``o_{t+1} .. o_{t+n}``), and the rewards summed with discount:
+            ``R = sum_i gamma^i r(o_init, o_{t+1+i}, o_goal)``.
+``paper``   the released code: one reward on the OLDEST frame of the observation stack of ``o_t``,
+            used in place of the whole n-step return.
+``stored``  no recomputation: the n-step sum of the rewards computed when the steps were collected
+            (cheapest; the rewards lag the refined model).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from video2reward import ProgressModel
+
+from .replay_buffer import Batch, discounted_sum
+
+REWARD_MODELS = ("ours", "env", "sparse")
+RELABEL_MODES = ("window", "paper", "stored")
+
+
+class ProgressRewarder:
+    """PROGRESSOR rewards for one episode at a time; the model runs in eval mode only."""
+
+    def __init__(self, model: ProgressModel, alpha: float | None = None) -> None:
+        self.model = model
+        self.alpha = model.alpha if alpha is None else float(alpha)
+        self._f_init: torch.Tensor | None = None
+        self._f_goal: torch.Tensor | None = None
+
+    def _frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(frames)
+        return x.unsqueeze(0) if x.dim() == 3 else x
+
+    def start_episode(self, init_frame: np.ndarray, goal_frame: np.ndarray) -> None:
+        """Encode and cache the episode's init and goal frames ``(3, S, S)`` uint8."""
+        f = self.model.encode(torch.cat([self._frames(init_frame), self._frames(goal_frame)]))
+        self._f_init, self._f_goal = f[:1], f[1:]
+
+    def refresh(self, init_frame: np.ndarray, goal_frame: np.ndarray) -> None:
+        """Re-encode the cache after the model changed (push-back refinement)."""
+        self.start_episode(init_frame, goal_frame)
+
+    def step(self, frame: np.ndarray) -> tuple[float, float, float]:
+        """``(reward, mu, sigma)`` of the current frame ``(3, S, S)``: one frame encoded."""
+        if self._f_init is None:
+            raise RuntimeError("call start_episode(init_frame, goal_frame) before step()")
+        dist = self.model.predict_from_features(self._f_init, self.model.encode(self._frames(frame)), self._f_goal)
+        reward = self.model.reward_from_normal(dist, self.alpha)
+        return float(reward[0]), float(dist.loc[0]), float(dist.scale[0])
+
+    def score(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Rewards for ``(B, 3, S, S)`` init/goal and ``(B, n, 3, S, S)`` or ``(B, 3, S, S)`` current
+        frames -> ``(B, n)`` or ``(B,)``; init and goal are encoded once per sample."""
+        b = init.shape[0]
+        window = current.dim() == 5
+        cur = current.flatten(0, 1) if window else current
+        f = self.model.encode(torch.cat([init, goal, cur]))
+        f_init, f_goal, f_cur = f[:b], f[b:2 * b], f[2 * b:]
+        if window:
+            n = current.shape[1]
+            f_init = f_init.repeat_interleave(n, 0)
+            f_goal = f_goal.repeat_interleave(n, 0)
+        r = self.model.reward_from_features(f_init, f_cur, f_goal, self.alpha)
+        return r.view(b, -1) if window else r
+
+
+def collected_reward(reward_model: str, env_reward: float, success: bool, progress_reward: float | None) -> float:
+    """The reward written to the replay buffer when a step is collected (the ``stored`` reward)."""
+    if reward_model == "ours":
+        return float(progress_reward)
+    if reward_model == "env":
+        return float(env_reward)
+    if reward_model == "sparse":
+        return float(success)
+    raise ValueError(f"unknown reward_model {reward_model!r}; choose one of {REWARD_MODELS}")
+
+
+def relabel(batch: Batch, reward_model: str, mode: str = "window",
+            rewarder: ProgressRewarder | None = None) -> Batch:
+    """The batch with ``reward`` replaced by what the learner should see (module docstring).
+
+    ``batch`` is a torch batch (:meth:`Batch.to_torch`) whose ``reward`` already holds the n-step sum
+    of the collected rewards (:func:`collected_reward`): that is the answer for ``env``, ``sparse``
+    and ``stored``.
+    """
+    if mode not in RELABEL_MODES:
+        raise ValueError(f"unknown reward.relabel {mode!r}; choose one of {RELABEL_MODES}")
+    if reward_model != "ours" or mode == "stored":
+        return batch
+    if rewarder is None:
+        raise ValueError("reward_model=ours needs a ProgressRewarder")
+    if mode == "window":
+        rewards = rewarder.score(batch.init_frame, batch.window_frames, batch.goal_frame)
+        return dataclasses.replace(batch, reward=discounted_sum(rewards, batch.gamma))
+    rewards = rewarder.score(batch.init_frame, batch.oldest_frame, batch.goal_frame)  # paper
+    return dataclasses.replace(batch, reward=rewards.unsqueeze(1))

@@ -1,0 +1,47 @@
+"""Every task x agent composes, and the seed README's keys are there."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import drm  # noqa: F401  (registers ${drm_root:...})
+from drm.envs import TASKS
+
+CFG_DIR = Path(drm.__file__).resolve().parents[1] / "cfgs"
+AGENTS = {"drqv2": False, "drm_mw": True}
+
+
+def compose_cfg(*overrides):
+    with initialize_config_dir(config_dir=str(CFG_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_every_task_has_a_config():
+    assert sorted(p.stem for p in (CFG_DIR / "task").glob("*.yaml")) == sorted(TASKS)
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_every_task_composes(agent):
+    for task in TASKS:
+        cfg = compose_cfg(f"task={task}", f"agent={agent}", "seed=3")
+        OmegaConf.resolve(cfg)
+        assert cfg.task_name == task
+        assert cfg.agent.use_drm is AGENTS[agent]
+        assert cfg.seed == 3
+
+
+def test_seed_readme_keys_and_defaults():
+    cfg = compose_cfg()
+    assert cfg.task_name == "drawer-open" and cfg.reward_model == "ours" and cfg.online_finetune is True
+    for key in ("online_finetune_every_step", "exp_data_path"):
+        assert key in cfg
+    assert Path(cfg.reward.checkpoint) == CFG_DIR.parent / "pretrained_reward" / "all_tasks.pth"
+    assert cfg.reward.alpha == 0.4 and cfg.reward.relabel == "window"
+    drm_cfg = compose_cfg("agent=drm_mw")
+    assert drm_cfg.agent.expectile == 0.9 and drm_cfg.agent.target_lambda == 0.5 and drm_cfg.agent.dropout == 0.01
+
+
+def test_unknown_task_lists_options():
+    with pytest.raises(Exception, match="(?s)Could not find 'task/drawer-opn'.*drawer-open"):
+        compose_cfg("task=drawer-opn")

@@ -1,0 +1,74 @@
+import numpy as np
+import torch
+
+from drm.refine import PushBackRefiner, RefineConfig, pushback_target
+from video2reward import ProgressModel
+from video2reward.data import VideoDataset
+
+S = 32
+
+
+def expert_dataset(n=4, length=11, seed=0):
+    """Synthetic 'expert' videos: a bright bar that grows with progress."""
+    rng = np.random.default_rng(seed)
+    trajs = []
+    for _ in range(n):
+        base = rng.integers(0, 60, (3, S, S), dtype=np.uint8)
+        frames = np.repeat(base[None], length, 0)
+        for t in range(length):
+            frames[t, :, :, : 2 + t * (S - 2) // (length - 1)] = 230
+        trajs.append(frames)
+    return VideoDataset.from_trajectories(trajs, "toy")
+
+
+def test_pushback_target_is_detached_and_scaled():
+    mu = torch.tensor([0.5, 1.0], requires_grad=True)
+    sigma = torch.tensor([0.2, 0.3], requires_grad=True)
+    target = pushback_target(mu, sigma, beta=0.9, sigma_scale=1.0)
+    torch.testing.assert_close(target.loc, torch.tensor([0.45, 0.9]))
+    torch.testing.assert_close(target.scale, torch.tensor([0.2, 0.3]))
+    assert not target.loc.requires_grad and not target.scale.requires_grad
+
+
+def test_pushback_lowers_progress_on_agent_frames_and_leaves_eval_mode():
+    torch.manual_seed(0)
+    model = ProgressModel("convnet", image_size=S, amp=False, channels_last=False)
+    expert = expert_dataset()
+    refiner = PushBackRefiner(model, expert, RefineConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
+                                                          replay_batch_size=8), amp=False, seed=0)
+    rng = np.random.default_rng(1)
+    agent = [torch.as_tensor(rng.integers(0, 256, (8, 3, S, S), dtype=np.uint8)) for _ in range(3)]
+    before = model.predict(*agent).loc.mean()
+    with torch.no_grad():  # start from a model that calls agent frames "done"
+        model.fc_mu.bias.fill_(1.0 - before.item() + 1.0)
+    start = model.predict(*agent).loc.mean()
+    for _ in range(15):
+        metrics = refiner.update(*agent)
+    assert not model.training
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert model.predict(*agent).loc.mean() < start - 0.05
+
+
+def test_expert_triplets_have_fixed_endpoints_and_delta_std():
+    model = ProgressModel("convnet", image_size=S)
+    expert = expert_dataset(n=1, length=11)
+    refiner = PushBackRefiner(model, expert, seed=3)
+    frames, label_mu, label_std = refiner.expert_triplets(16)
+    assert frames.shape == (16, 3, 3, S, S)
+    traj = expert.trajectory(0)
+    assert (frames[:, 0] == traj[0]).all() and (frames[:, 2] == traj[-1]).all()
+    for f, m in zip(frames[:, 1], label_mu):  # the middle frame sits at label * (L - 1)
+        assert torch.equal(f, traj[int(round(m.item() * 10))])
+    torch.testing.assert_close(label_std, torch.full((16,), (1 / 10) ** 0.5))
+    assert ((label_mu >= 0) & (label_mu <= 1)).all()
+
+
+def test_refiner_state_round_trip(tmp_path):
+    model = ProgressModel("convnet", image_size=S)
+    refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(expert_batch_size=2), seed=0)
+    refiner.update(*(torch.zeros(2, 3, S, S, dtype=torch.uint8),) * 3)
+    torch.save(refiner.state_dict(), tmp_path / "r.pt")
+    other = PushBackRefiner(model, expert_dataset(), RefineConfig(expert_batch_size=2), seed=99)
+    other.load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
+    a, b = refiner.expert_triplets(4), other.expert_triplets(4)
+    assert torch.equal(a[0], b[0])

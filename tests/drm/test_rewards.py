@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from drm.replay_buffer import ReplayBuffer
+from drm.rewards import ProgressRewarder, collected_reward, relabel
+from video2reward import ProgressModel
+
+S = 32
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    return ProgressModel("convnet", image_size=S, amp=False, channels_last=False).eval()
+
+
+def filled_buffer(episodes=3, length=12, seed=0):
+    rng = np.random.default_rng(seed)
+    buf = ReplayBuffer(1000, (3, S, S), (2,), frame_stack=3, rng=seed)
+    for _ in range(episodes):
+        frame = rng.integers(0, 256, (3, S, S), dtype=np.uint8)
+        buf.add_first(frame, goal_frame=rng.integers(0, 256, (3, S, S), dtype=np.uint8))
+        for t in range(length):
+            buf.add(rng.uniform(-1, 1, 2).astype(np.float32), rng.integers(0, 256, (3, S, S), dtype=np.uint8),
+                    float(t), t % 5 == 4, last=t == length - 1)
+    return buf
+
+
+def test_rewarder_step_matches_full_model(model):
+    rng = np.random.default_rng(1)
+    init, cur, goal = (rng.integers(0, 256, (3, S, S), dtype=np.uint8) for _ in range(3))
+    rewarder = ProgressRewarder(model, alpha=0.7)
+    rewarder.start_episode(init, goal)
+    reward, mu, sigma = rewarder.step(cur)
+    t = lambda x: torch.as_tensor(x)[None]  # noqa: E731
+    torch.testing.assert_close(torch.tensor([reward]), model.reward(t(init), t(cur), t(goal), alpha=0.7),
+                               atol=1e-5, rtol=1e-5)
+    assert sigma > 0
+
+
+def test_window_relabel_scores_newest_frames_with_current_model(model):
+    batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
+    rewarder = ProgressRewarder(model)
+    out = relabel(batch, "ours", "window", rewarder)
+    expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
+                   for i in range(3))
+    torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
+    # the window's frames are the newest frames o_{t+1}..o_{t+n}: the last one is next_obs's newest frame
+    assert torch.equal(batch.window_frames[:, -1], batch.next_obs[:, -3:])
+    with torch.no_grad():  # a changed model changes the relabelled reward: nothing is cached
+        model.fc_mu.bias += 1.0
+    again = relabel(batch, "ours", "window", rewarder)
+    torch.testing.assert_close(again.reward, out.reward + sum(0.9 ** i for i in range(3)), atol=1e-4, rtol=1e-4)
+
+
+def test_paper_relabel_scores_oldest_stacked_frame_once(model):
+    batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
+    out = relabel(batch, "ours", "paper", ProgressRewarder(model))
+    expected = model.reward(batch.init_frame, batch.obs[:, :3], batch.goal_frame)
+    torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_baselines_and_stored_keep_collected_rewards(model):
+    batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
+    for reward_model, mode in (("env", "window"), ("sparse", "window"), ("ours", "stored")):
+        assert relabel(batch, reward_model, mode, ProgressRewarder(model)) is batch
+    assert collected_reward("env", 1.5, True, 0.2) == 1.5
+    assert collected_reward("sparse", 1.5, True, 0.2) == 1.0
+    assert collected_reward("ours", 1.5, True, 0.2) == 0.2
+    with pytest.raises(ValueError, match="reward_model"):
+        collected_reward("dense", 1.0, False, None)
+    with pytest.raises(ValueError, match="relabel"):
+        relabel(batch, "ours", "oldest", ProgressRewarder(model))
