@@ -120,6 +120,12 @@ def test_resume_is_exact(demos, tmp_path):
         pretrain(tiny(demos, tmp_path / "c", resume=str(tmp_path / "nope.pth")))
 
 
+def test_time_limit_stops_early_then_saves(demos, tmp_path):
+    path = pretrain(tiny(demos, tmp_path / "t", steps=10_000, time_limit=1e-6, final_eval=False, threads=1))
+    step = torch.load(path, weights_only=True)["step"]
+    assert 1 <= step < 10_000
+
+
 def test_cli_subprocess_from_root_and_package_folder(demos, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     args = ["--data_path", str(demos), "--steps", "1", "--batch_size", "4", "--image_size", str(SIZE),
