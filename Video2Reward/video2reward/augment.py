@@ -4,7 +4,8 @@ PROGRESSOR augments a triplet in two stages: photometric changes drawn independe
 frame (ColorJitter(0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale with p=0.2, Gaussian blur with
 sigma in [0.1, 2]), then ONE geometric transform shared by the frames of the triplet (a
 RandomResizedCrop back to the model size, scale (0.8, 1) for Meta-World and (0.2, 1) plus a
-horizontal flip for EPIC-KITCHENS), so the frames stay spatially comparable.
+horizontal flip for EPIC-KITCHENS), so the frames stay spatially comparable. :data:`SHIFT` is the
+DrQ-v2-style alternative: a whole-pixel random translation (no resampling blur).
 
 torchvision's transforms draw one set of parameters per call, i.e. per batch. Here every frame (or
 group, for the geometric part) gets its own parameters, all drawn from an explicit
@@ -47,11 +48,14 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.8, 1.0)  # RandomResizedCrop area fraction
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect ratio range
     hflip_p: float = 0.0
+    shift: int = 0  # extra random translation of up to this many input pixels (integer, border replicated)
 
 
 METAWORLD = AugmentConfig()
 EPIC = AugmentConfig(crop_scale=(0.2, 1.0), hflip_p=0.5)
 CROP_ONLY = AugmentConfig(photometric=False)  # RL push-back refinement on replay frames
+# DrQ-style random shift: whole-pixel translations only, so frames are not resampled (no blur)
+SHIFT = AugmentConfig(photometric=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), shift=4)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -185,7 +189,12 @@ def augment(frames: torch.Tensor, cfg: AugmentConfig = METAWORLD, size: int | No
     if cfg.photometric:
         m, t = color_transform(x.mean((2, 3)), cfg, generator)
         x = torch.einsum("nij,njhw->nihw", m.to(x), x).add_(t.to(x)[:, :, None, None]).clamp_(0, 255)
-    crop = crop_params(g, cfg, generator).repeat_interleave(k, 0)
+    crop = crop_params(g, cfg, generator)
+    if cfg.shift > 0:
+        offsets = torch.randint(-cfg.shift, cfg.shift + 1, (g, 2), generator=generator).float()
+        crop[:, 1] += 2 * offsets[:, 0] / wid
+        crop[:, 3] += 2 * offsets[:, 1] / hgt
+    crop = crop.repeat_interleave(k, 0)
     rows = resample_matrix(crop[:, 2], crop[:, 3], size, hgt)
     cols = resample_matrix(crop[:, 0], crop[:, 1], size, wid)
     if cfg.photometric and cfg.blur_p > 0:
@@ -199,5 +208,5 @@ def augment(frames: torch.Tensor, cfg: AugmentConfig = METAWORLD, size: int | No
     return out[:, 0] if single else out
 
 
-__all__ = ["AugmentConfig", "CROP_ONLY", "EPIC", "LUMA", "METAWORLD", "augment", "blur_matrix",
+__all__ = ["AugmentConfig", "CROP_ONLY", "EPIC", "LUMA", "METAWORLD", "SHIFT", "augment", "blur_matrix",
            "color_transform", "crop_params", "hue_matrix", "resample_matrix"]

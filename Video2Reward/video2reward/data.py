@@ -341,6 +341,13 @@ def _decode_all(sources: Sequence[TrajectorySource], image_size: int, out, num_w
     return lengths
 
 
+def _make_shareable(path: Path) -> None:
+    """Temporary files are created 0600; give the cache the usual umask-based permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int = 84,
                  tasks: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None,
                  train_fraction: float = TRAIN_FRACTION, num_workers: int = 2, verbose: bool = True) -> VideoDataset:
@@ -360,12 +367,15 @@ def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int 
     data_path, index_path = cache / f"{prefix}-{key}.u8", cache / f"{prefix}-{key}.json"
     if not index_path.is_file() or not data_path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        with atomic_path(data_path) as tmp, open(tmp, "wb") as out:
-            lengths = _decode_all(sources, image_size, out, num_workers,
-                                  desc=f"decoding {root.name}/{split} -> {image_size}px")
+        with atomic_path(data_path) as tmp:
+            with open(tmp, "wb") as out:
+                lengths = _decode_all(sources, image_size, out, num_workers,
+                                      desc=f"decoding {root.name}/{split} -> {image_size}px")
+            _make_shareable(tmp)
         atomic_write_json(index_path, {"version": CACHE_VERSION, "root": str(root.resolve()), "split": split,
                                        "image_size": image_size, "lengths": lengths,
                                        "tasks": [s.task for s in sources], "names": [s.name for s in sources]})
+        _make_shareable(index_path)
         for stale in cache.glob(f"{prefix}-*"):
             if stale.name not in (data_path.name, index_path.name) and not stale.name.startswith("."):
                 stale.unlink(missing_ok=True)

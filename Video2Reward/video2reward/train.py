@@ -36,7 +36,7 @@ from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss
 from .model import ProgressModel, autocast
 from .triplets import TripletBatch, TripletSampler, parse_label_std
 
-AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY}
+AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY, "shift": aug.SHIFT}
 
 
 @dataclass
@@ -49,22 +49,24 @@ class TrainConfig:
     cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
     backbone: str = "convnet"  # resnet18_84 | resnet34_224 | resnet18 | convnet
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
-    batch_size: int = 256  # triplets per optimiser step and process
-    steps: int | None = 1500  # optimiser steps; None: derived from `epochs`
+    batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
+    steps: int | None = 1200  # optimiser steps; None: derived from `epochs`
     epochs: float = 1.0  # used when steps is None; one epoch = one triplet per training frame
     time_limit: float | None = None  # stop after this many minutes of training (then save + evaluate as usual)
     lr: float = 3e-4  # AdamW learning rate (EPIC script 2e-4, released Meta-World pretraining 5e-5)
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_steps: int | None = 100  # linear warm-up from 0; None: from warmup_epochs
     warmup_epochs: float = 0.0
+    lr_schedule: str = "cosine"  # after warm-up: constant | cosine (decays to 0 at the last step)
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     randomize: bool = True  # randomised triplet endpoints (else init = first, goal = last frame)
+    fixed_fraction: float = 0.0  # with randomize: share of triplets that still get fixed endpoints
     max_gap: int | None = None  # randomised endpoints: goal - init < max_gap (None: whole trajectory)
-    label_std: str | float = "delta"  # "delta": sqrt(1/(goal-init)); or a constant such as 0.1
+    label_std: str | float = 0.1  # a constant std, or "delta": sqrt(1/(goal-init))
     negatives: bool = False  # add negatives (middle frame from another video) toward N(-1, 0.1)
     negative_weight: float = NEGATIVE_WEIGHT
-    augment: bool = True  # photometric per frame + one random-resized crop per triplet/group
-    augmentation: str = "metaworld"  # metaworld (crop 0.8-1) | epic (crop 0.2-1 + flip) | crop (crop only)
+    augment: bool = True  # augment training frames with `augmentation` (one geometric draw per triplet/group)
+    augmentation: str = "shift"  # metaworld (crop 0.8-1) | epic (crop 0.2-1 + flip) | crop (crop only) | shift (+-4 px)
     shared_embedding: bool = True  # encode K frames per trajectory once, build many triplets from them
     frames_per_traj: int = 16  # shared embedding: K frames encoded per trajectory
     trajs_per_batch: int = 16  # shared embedding: trajectories per step (batch_size triplets spread over them)
@@ -88,6 +90,8 @@ class TrainConfig:
         self.label_std = parse_label_std(self.label_std)
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not self.normalize_prediction:
             raise ValueError("normalize_prediction=False is not supported: progress labels are fractions in [0, 1]")
 
@@ -96,11 +100,11 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "metaworld-cpu": {},
     "metaworld-paper": dict(backbone="resnet18_84", batch_size=256, steps=10_000, lr=5e-5, warmup_steps=500,
-                            randomize=True, label_std="delta", grad_clip=1.0, augmentation="metaworld",
-                            shared_embedding=False),
-    "epic": dict(backbone="resnet34_224", lr=2e-4, label_std=0.1, negatives=True, augmentation="epic",
-                 grad_clip=0.0, shared_embedding=False, steps=None, epochs=100, warmup_epochs=1.0,
-                 warmup_steps=None, balance_tasks=False),
+                            lr_schedule="constant", randomize=True, label_std="delta", grad_clip=1.0,
+                            augmentation="metaworld", shared_embedding=False),
+    "epic": dict(backbone="resnet34_224", batch_size=256, lr=2e-4, lr_schedule="constant", label_std=0.1,
+                 negatives=True, augmentation="epic", grad_clip=0.0, shared_embedding=False, steps=None, epochs=100,
+                 warmup_epochs=1.0, warmup_steps=None, balance_tasks=False),
 }
 
 
@@ -119,9 +123,16 @@ class ProgressObjective(nn.Module):
         return self.model.head(f[init], f[current], f[goal])
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear warm-up over ``warmup_steps`` optimiser steps, then constant."""
-    return base_lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else base_lr
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int | None = None,
+          schedule: str = "constant") -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up over ``warmup_steps``, then
+    constant, or a cosine decay that reaches 0 after ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "cosine" and total_steps:
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return base_lr
 
 
 def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfig, image_size: int) -> TripletBatch:
@@ -386,7 +397,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     if info.enabled:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = TripletSampler(train_set, cfg.batch_size, cfg.randomize, cfg.max_gap, cfg.label_std, cfg.shared_embedding,
-                             cfg.frames_per_traj, cfg.trajs_per_batch, cfg.balance_tasks, cfg.seed)
+                             cfg.frames_per_traj, cfg.trajs_per_batch, cfg.balance_tasks, cfg.seed, cfg.fixed_fraction)
     logger = _Logger(out, info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +419,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     sums: dict[str, float] = {}
     try:
         for batch in batch_stream(sampler, step, total_steps, info.rank, cfg, image_size):
-            lr = lr_at(step, cfg.lr, warmup)
+            lr = lr_at(step, cfg.lr, warmup, total_steps, cfg.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             metrics = train_step(objective, optimizer, batch, cfg, device)
@@ -486,26 +497,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight_decay", type=float, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--warmup_steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
     p.add_argument("--warmup_epochs", type=float, help="linear warm-up in epochs (used when --warmup_steps is not given)")
+    p.add_argument("--lr_schedule", choices=("constant", "cosine"), help=f"after warm-up: constant or cosine decay to 0 at --steps (default {d.lr_schedule})")
     p.add_argument("--grad_clip", type=float, help=f"gradient-norm clip, 0 = off (default {d.grad_clip})")
     p.add_argument("--normalize_prediction", action=bool_flag,
                    help="progress labels are fractions (mid-init)/(goal-init) in [0, 1]; always on, kept for the released flag set")
-    p.add_argument("--randomize", action=bool_flag, help="randomised triplet endpoints (--no-randomize: first/last frame)")
+    p.add_argument("--randomize", action=bool_flag, help=f"randomised triplet endpoints; --no-randomize: first/last frame (default {d.randomize})")
+    p.add_argument("--fixed_fraction", type=float, help=f"with --randomize: share of triplets that keep fixed endpoints (default {d.fixed_fraction})")
     p.add_argument("--max_gap", type=int, help="randomised endpoints: goal - init < max_gap")
-    p.add_argument("--label_std", help="label std: 'delta' = sqrt(1/(goal-init)) or a number such as 0.1 (default delta)")
+    p.add_argument("--label_std", help=f"label std: 'delta' = sqrt(1/(goal-init)) or a number such as 0.1 (default {d.label_std})")
     p.add_argument("--negatives", action=bool_flag, help="add negatives (middle frame from another video, target N(-1, 0.1), weight 0.05)")
     p.add_argument("--negative_weight", type=float, help=f"loss weight of the negatives (default {d.negative_weight})")
-    p.add_argument("--augment", action=bool_flag, help="photometric + random-resized-crop augmentation (default on)")
-    p.add_argument("--augmentation", choices=sorted(AUGMENTATIONS), help="augmentation recipe (default metaworld)")
-    p.add_argument("--shared_embedding", action=bool_flag, help="encode K frames per trajectory once, many triplets from them (default on)")
+    p.add_argument("--augment", action=bool_flag, help=f"augment training frames, see --augmentation (default {d.augment})")
+    p.add_argument("--augmentation", choices=sorted(AUGMENTATIONS), help=f"metaworld: photometric + crop 0.8-1; epic: + crop 0.2-1 and flips; crop: crop only; "
+                        f"shift: +-4 px translation (default {d.augmentation})")
+    p.add_argument("--shared_embedding", action=bool_flag, help=f"encode K frames per trajectory once, many triplets from them (default {d.shared_embedding})")
     p.add_argument("--frames_per_traj", type=int, help=f"shared embedding: frames per trajectory K (default {d.frames_per_traj})")
     p.add_argument("--trajs_per_batch", type=int, help=f"shared embedding: trajectories per step (default {d.trajs_per_batch})")
-    p.add_argument("--balance_tasks", action=bool_flag, help="draw tasks uniformly, then trajectories (default on)")
+    p.add_argument("--balance_tasks", action=bool_flag, help=f"draw tasks uniformly, then trajectories (default {d.balance_tasks})")
     p.add_argument("--no_amp", dest="amp", action="store_false", help="disable bf16 autocast and channels_last")
-    p.add_argument("--seed", type=int, help="seed of model init and batch sampling (default 0)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--seed", type=int, help=f"seed of model init and batch sampling (default {d.seed})")
+    p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N (default {d.device})")
     p.add_argument("--num_workers", type=int, help=f"batch-preparing worker processes, 0 = inline (default {d.num_workers})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 is faster on a busy CPU)")
-    p.add_argument("--eval_every", type=int, help="evaluate on the test split every N steps (default: only at the end)")
+    p.add_argument("--eval_every", type=int, help="evaluate on the test split every N steps (default 0: only at the end)")
     p.add_argument("--no_progress_bar", dest="progress_bar", action="store_false", help="no tqdm bars (for log files)")
     p.add_argument("--no_final_eval", dest="final_eval", action="store_false", help="skip the evaluation after training")
     p.add_argument("--save_every", type=int, help="also keep checkpoint_<step>.pth every N steps")

@@ -6,6 +6,8 @@ A triplet is (initial, current, goal) frame indices ``i <= j <= g`` of one traje
 
 * Randomised endpoints: ``i ~ U{0..L-2}``, ``g ~ U{i+1 .. min(L, i+max_gap)-1}``, ``j ~ U{i..g}``.
 * Fixed endpoints: ``i = 0``, ``g = L-1``, ``j ~ U{0..L-1}``.
+* Mixed (``randomize`` with ``fixed_fraction`` f): each triplet has fixed endpoints with
+  probability f, randomised ones otherwise.
 
 Two batch layouts, both a :class:`TripletBatch` whose ``frames`` are ``(G, K, 3, S, S)`` groups
 (a group shares one geometric augmentation) and whose triplets index into the flattened frames:
@@ -54,16 +56,19 @@ def randint_below(high: torch.Tensor, generator: torch.Generator | None = None) 
 
 
 def sample_endpoints(lengths: torch.Tensor, randomize: bool = True, max_gap: int | None = None,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(init, current, goal)`` int64 indices, one triplet per entry of ``lengths`` (each ``>= 2``)."""
+                     generator: torch.Generator | None = None, fixed_fraction: float = 0.0
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(init, current, goal)`` int64 indices, one triplet per entry of ``lengths`` (each ``>= 2``);
+    with ``randomize``, a ``fixed_fraction`` of them (drawn per triplet) still gets fixed endpoints."""
     lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    init = torch.zeros_like(lengths)
+    goal = lengths - 1
     if randomize:
-        init = randint_below(lengths - 1, generator)
-        hi = lengths if max_gap is None else torch.minimum(lengths, init + max(int(max_gap), 2))
-        goal = init + 1 + randint_below(hi - 1 - init, generator)
-    else:
-        init = torch.zeros_like(lengths)
-        goal = lengths - 1
+        r_init = randint_below(lengths - 1, generator)
+        hi = lengths if max_gap is None else torch.minimum(lengths, r_init + max(int(max_gap), 2))
+        r_goal = r_init + 1 + randint_below(hi - 1 - r_init, generator)
+        fixed = torch.rand(lengths.shape, generator=generator) < fixed_fraction
+        init, goal = torch.where(fixed, init, r_init), torch.where(fixed, goal, r_goal)
     current = init + randint_below(goal - init + 1, generator)
     return init, current, goal
 
@@ -114,7 +119,7 @@ class TripletSampler:
     def __init__(self, dataset: VideoDataset, batch_size: int = 256, randomize: bool = True,
                  max_gap: int | None = None, label_std: LabelStd = "delta", shared_embedding: bool = False,
                  frames_per_traj: int = 16, trajs_per_batch: int = 16, balance_tasks: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, fixed_fraction: float = 0.0) -> None:
         if len(dataset) == 0:
             raise ValueError("empty dataset")
         if batch_size < 1:
@@ -128,6 +133,9 @@ class TripletSampler:
         self.frames_per_traj = max(int(frames_per_traj), 2)
         self.trajs_per_batch = max(1, min(int(trajs_per_batch), self.batch_size))
         self.seed = int(seed)
+        self.fixed_fraction = float(fixed_fraction) if self.randomize else 1.0
+        if not 0.0 <= self.fixed_fraction <= 1.0:
+            raise ValueError(f"fixed_fraction must be in [0, 1], got {fixed_fraction}")
         self.lengths = torch.as_tensor(dataset.lengths, dtype=torch.int64)
         tasks = torch.as_tensor(dataset.task_ids if balance_tasks else np.zeros(len(dataset), np.int64))
         groups = [torch.nonzero(tasks == t).flatten() for t in torch.unique(tasks)]
@@ -156,7 +164,8 @@ class TripletSampler:
     def _sample_plain(self, generator: torch.Generator | None) -> TripletBatch:
         b = self.batch_size
         traj = self.sample_trajectories(b, generator)
-        init, current, goal = sample_endpoints(self.lengths[traj], self.randomize, self.max_gap, generator)
+        init, current, goal = sample_endpoints(self.lengths[traj], self.randomize, self.max_gap, generator,
+                                               self.fixed_fraction)
         frames = self.dataset.gather(traj[:, None], torch.stack([init, current, goal], 1))
         mean, std = progress_labels(init, current, goal, self.label_std)
         base = 3 * torch.arange(b)
@@ -166,7 +175,8 @@ class TripletSampler:
         g, b = self.trajs_per_batch, self.batch_size
         traj = self.sample_trajectories(g, generator)
         lengths = self.lengths[traj]
-        window = torch.clamp(lengths, max=self.max_gap) if (self.randomize and self.max_gap) else lengths
+        with_ends = self.fixed_fraction > 0  # fixed-endpoint triplets need the first and last frame
+        window = lengths if (with_ends or not self.max_gap) else torch.clamp(lengths, max=self.max_gap)
         k = int(min(self.frames_per_traj, int(window.min())))
         start = randint_below(lengths - window + 1, generator)
         # K distinct sorted positions inside each window: the K smallest of uniform scores, with
@@ -175,14 +185,15 @@ class TripletSampler:
         scores = torch.rand(g, width, generator=generator)
         pos = torch.arange(width)[None].expand(g, -1)
         scores = torch.where(pos >= window[:, None], torch.full_like(scores, 2.0), scores)
-        if not self.randomize:
+        if with_ends:
             ends = (pos == 0) | (pos == window[:, None] - 1)
             scores = torch.where(ends, torch.full_like(scores, -1.0), scores)
         chosen = torch.sort(torch.topk(scores, k, dim=1, largest=False).indices, dim=1).values
         frame_idx = start[:, None] + chosen  # (G, K)
         frames = self.dataset.gather(traj[:, None], frame_idx)
         group = torch.arange(b) % g
-        p_init, p_cur, p_goal = sample_endpoints(torch.full((b,), k), self.randomize, None, generator)
+        p_init, p_cur, p_goal = sample_endpoints(torch.full((b,), k), self.randomize, None, generator,
+                                                 self.fixed_fraction)
         init, current, goal = (frame_idx[group, p] for p in (p_init, p_cur, p_goal))
         mean, std = progress_labels(init, current, goal, self.label_std)
         flat_cur = group * k + p_cur

@@ -175,6 +175,9 @@ def test_config_from_args_presets_and_overrides():
 def test_lr_warmup_then_constant():
     assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert lr_at(0, 2e-4, 0) == 2e-4
+    cosine = [lr_at(s, 1.0, 2, 10, "cosine") for s in range(11)]
+    assert cosine[:3] == [0.5, 1.0, 1.0] and cosine[6] == pytest.approx(0.5) and cosine[10] == 0.0
+    assert all(a >= b for a, b in zip(cosine[1:], cosine[2:]))
 
 
 def test_push_to_hub_flag_calls_hub(demos, tmp_path, monkeypatch):

@@ -35,6 +35,9 @@ def test_randomised_endpoints_cover_their_supports():
     i, j, k = sample_endpoints(torch.tensor([2, 7, 7]), False, None, g)
     assert i.tolist() == [0, 0, 0] and k.tolist() == [1, 6, 6]
     assert set(randint_below(torch.full((1000,), 3), g).tolist()) == {0, 1, 2}
+    i, j, k = sample_endpoints(L, True, None, g, fixed_fraction=0.3)
+    fixed = (i == 0) & (k == 9)
+    assert 0.3 < fixed.float().mean() < 0.36  # 30 % fixed + the random draws that hit (0, 9) by chance
 
 
 def test_labels_mean_and_std():
@@ -78,11 +81,12 @@ def test_plain_batches(randomize):
     assert torch.equal(batch.negative, batch.current.roll(1))
 
 
-@pytest.mark.parametrize("randomize,max_gap", [(True, None), (True, 4), (False, None)])
-def test_shared_embedding_batches(randomize, max_gap):
+@pytest.mark.parametrize("randomize,max_gap,fixed_fraction", [(True, None, 0.0), (True, 4, 0.0), (False, None, 0.0),
+                                                              (True, None, 0.5)])
+def test_shared_embedding_batches(randomize, max_gap, fixed_fraction):
     ds = indexed_dataset([6, 9, 12, 30])
     sampler = TripletSampler(ds, batch_size=40, randomize=randomize, max_gap=max_gap, shared_embedding=True,
-                             frames_per_traj=5, trajs_per_batch=4, seed=1)
+                             frames_per_traj=5, trajs_per_batch=4, seed=1, fixed_fraction=fixed_fraction)
     for step in range(5):
         batch = sampler.sample_at(step)
         g, k = batch.frames.shape[:2]
@@ -92,7 +96,7 @@ def test_shared_embedding_batches(randomize, max_gap):
         assert (t[:, 1:] > t[:, :-1]).all()  # distinct, sorted frames per trajectory
         if max_gap:
             assert ((t[:, -1] - t[:, 0]) < max_gap).all()
-        if not randomize:
+        if not randomize or fixed_fraction:
             lengths = torch.as_tensor(ds.lengths)[batch.frames[:, 0, 1, 0, 0].long()]
             assert (t[:, 0] == 0).all() and (t[:, -1] == lengths - 1).all()
         # triplet b is in group b % G, so the rolled middle frame comes from another group
@@ -135,6 +139,16 @@ def test_identity_crop_and_flip_are_exact():
     assert torch.equal(aug.augment(x, identity), x)
     flip = aug.AugmentConfig(photometric=False, crop_scale=(1, 1), crop_ratio=(1, 1), hflip_p=1.0)
     assert torch.equal(aug.augment(x, flip), x.flip(-1))
+
+
+def test_shift_is_a_whole_pixel_translation_with_replicated_border():
+    x = frames(6)
+    out = aug.augment(x[:, None].expand(6, 2, 3, 16, 16), aug.SHIFT, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out[:, 0], out[:, 1])  # shared by the group
+    padded = torch.nn.functional.pad(x.float(), (4, 4, 4, 4), mode="replicate").to(torch.uint8)
+    windows = {(dy, dx): padded[..., 4 + dy:20 + dy, 4 + dx:20 + dx] for dy in range(-4, 5) for dx in range(-4, 5)}
+    for n in range(6):  # every output is exactly one of the 81 integer shifts of its input
+        assert any(torch.equal(out[n, 0], w[n]) for w in windows.values())
 
 
 def test_geometry_is_shared_within_a_group_photometry_is_not():
