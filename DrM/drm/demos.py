@@ -190,6 +190,35 @@ def _settings_record(settings: DemoSettings, env: PixelEnv) -> dict[str, Any]:
     return record
 
 
+# What a reward model learns from demos must match the RL env: episode timing (progress labels
+# and goal frames), rendering, and the toy's dynamics and expert. Seed, counts, image size: free.
+RL_RELEVANT = ("suite", "camera", "episode_length", "action_repeat", "render_quality", "expert", "step_size",
+               "success_radius", "min_start_goal_distance")
+
+
+def _check_settings(task_dir: Path, meta: dict[str, Any], fresh: dict[str, Any],
+                    keys: Iterable[str] | None = None) -> None:
+    keys = [k for k in fresh if k != "versions"] if keys is None else [k for k in keys if k in fresh]
+    diff = {k: (meta.get(k), fresh[k]) for k in keys if meta.get(k) != fresh[k]}
+    if diff:
+        raise ValueError(f"{task_dir} holds demos made with other settings (existing, requested): "
+                         f"{diff}; use another folder or the same settings")
+
+
+def check_demo_settings(task_dir: str | os.PathLike, settings: DemoSettings,
+                        keys: Iterable[str] = RL_RELEVANT) -> None:
+    """Raise a one-line ``ValueError`` when the demos in ``task_dir`` (a task folder with a
+    ``metadata.json``) were made with other ``keys`` than ``settings`` and its env give;
+    no metadata (e.g. the released dataset): no check."""
+    task_dir = Path(task_dir)
+    meta = read_metadata(task_dir)
+    if meta is not None:
+        env = _make_env(task_dir.name, settings)
+        fresh = _settings_record(settings, env)
+        env.close()
+        _check_settings(task_dir, meta, fresh, keys)
+
+
 def _prepare_task(out: Path, task: str, counts: dict[str, int], settings: DemoSettings
                   ) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """Load or start ``task``'s metadata, clear unfinished work, and list what is still missing."""
@@ -201,11 +230,7 @@ def _prepare_task(out: Path, task: str, counts: dict[str, int], settings: DemoSe
     if meta is None:
         meta = {**fresh, "trajectories": {split: {} for split in SPLITS}}
     else:
-        keys = [k for k in fresh if k != "versions"]
-        diff = {k: (meta.get(k), fresh[k]) for k in keys if meta.get(k) != fresh[k]}
-        if diff:
-            raise ValueError(f"{task_dir} holds demos made with other settings (existing, requested): "
-                             f"{diff}; use another --out or the same settings")
+        _check_settings(task_dir, meta, fresh)
     missing = []
     for split in SPLITS:
         records = meta["trajectories"].setdefault(split, {})

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from video2reward import ProgressModel, load_reward_model
 from video2reward.data import VideoDataset, load_dataset
 
-from .demos import DemoSettings, generate_demos, read_render_quality
+from .demos import DemoSettings, check_demo_settings, generate_demos, read_render_quality
 
 
 def banner(message: str) -> None:
@@ -33,14 +33,18 @@ def _has_demos(root: Path, task: str) -> bool:
 def ensure_demos(cfg: DictConfig, tasks: list[str]) -> Path:
     """Generate scripted-expert demos for the ``tasks`` missing from ``exp_data_path``."""
     root = Path(cfg.exp_data_path)
-    missing = [t for t in dict.fromkeys(tasks) if not _has_demos(root, t)]
+    d = cfg.demos
+    settings = DemoSettings(seed=d.seed, keep_failures=d.keep_failures, image_size=cfg.image_size,
+                            render_quality=cfg.render_quality, episode_length=cfg.episode_length,
+                            action_repeat=cfg.action_repeat)
+    tasks = list(dict.fromkeys(tasks))
+    missing = [t for t in tasks if not _has_demos(root, t)]
+    for task in tasks:
+        if task not in missing:  # demos from another episode length or renderer would mislead the reward
+            check_demo_settings(root / task, settings)
     if missing:
-        d = cfg.demos
         banner(f"expert demos for {missing} not found in {root}: generating {d.num_train} train + "
                f"{d.num_test} test trajectories per task with the scripted experts")
-        settings = DemoSettings(seed=d.seed, keep_failures=d.keep_failures, image_size=cfg.image_size,
-                                render_quality=cfg.render_quality, episode_length=cfg.episode_length,
-                                action_repeat=cfg.action_repeat)
         generate_demos(root, tasks=missing, num_train=d.num_train, num_test=d.num_test, settings=settings)
     return root
 

@@ -39,6 +39,8 @@ class ProgressRewarder:
         self.alpha = model.alpha if alpha is None else float(alpha)
         self._f_init: torch.Tensor | None = None
         self._f_goal: torch.Tensor | None = None
+        # episode id -> (2, D) init/goal features under the current weights; cleared by refresh()
+        self._episode_features: dict[int, torch.Tensor] = {}
 
     def _frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(frames)
@@ -50,7 +52,9 @@ class ProgressRewarder:
         self._f_init, self._f_goal = f[:1], f[1:]
 
     def refresh(self, init_frame: np.ndarray, goal_frame: np.ndarray) -> None:
-        """Re-encode the cache after the model changed (push-back refinement)."""
+        """The model changed (push-back refinement): re-encode the episode cache, drop the
+        per-episode features :meth:`score` kept."""
+        self._episode_features.clear()
         self.start_episode(init_frame, goal_frame)
 
     def step(self, frame: np.ndarray) -> tuple[float, float, float]:
@@ -61,14 +65,31 @@ class ProgressRewarder:
         reward = self.model.reward_from_normal(dist, self.alpha)
         return float(reward[0]), float(dist.loc[0]), float(dist.scale[0])
 
-    def score(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    def score(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+              episodes: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Rewards for ``(B, 3, S, S)`` init/goal and ``(B, n, 3, S, S)`` or ``(B, 3, S, S)`` current
-        frames -> ``(B, n)`` or ``(B,)``; init and goal are encoded once per sample."""
+        frames -> ``(B, n)`` or ``(B,)``.
+
+        With ``episodes`` (``(B,)`` replay episode ids) the init/goal features are kept per episode
+        until :meth:`refresh` (the model changed), so a batch encodes only the init/goal frames of
+        episodes not seen since; without, they are encoded once per sample.
+        """
         b = init.shape[0]
         window = current.dim() == 5
         cur = current.flatten(0, 1) if window else current
-        f = self.model.encode(torch.cat([init, goal, cur]))
-        f_init, f_goal, f_cur = f[:b], f[b:2 * b], f[2 * b:]
+        if episodes is None:
+            f = self.model.encode(torch.cat([init, goal, cur]))
+            f_init, f_goal, f_cur = f[:b], f[b:2 * b], f[2 * b:]
+        else:
+            ids = [int(e) for e in torch.as_tensor(episodes).tolist()]
+            first = {e: i for i, e in reversed(list(enumerate(ids)))}  # one sample per episode
+            new = [i for e, i in first.items() if e not in self._episode_features]
+            f = self.model.encode(torch.cat([init[new], goal[new], cur]))
+            for j, i in enumerate(new):
+                self._episode_features[ids[i]] = torch.stack([f[j], f[len(new) + j]])
+            f_cur = f[2 * len(new):]
+            pairs = torch.stack([self._episode_features[e] for e in ids])
+            f_init, f_goal = pairs[:, 0], pairs[:, 1]
         if window:
             n = current.shape[1]
             f_init = f_init.repeat_interleave(n, 0)
@@ -103,7 +124,7 @@ def relabel(batch: Batch, reward_model: str, mode: str = "window",
     if rewarder is None:
         raise ValueError("reward_model=ours needs a ProgressRewarder")
     if mode == "window":
-        rewards = rewarder.score(batch.init_frame, batch.window_frames, batch.goal_frame)
+        rewards = rewarder.score(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode)
         return dataclasses.replace(batch, reward=discounted_sum(rewards, batch.gamma))
-    rewards = rewarder.score(batch.init_frame, batch.oldest_frame, batch.goal_frame)  # paper
+    rewards = rewarder.score(batch.init_frame, batch.oldest_frame, batch.goal_frame, batch.episode)  # paper
     return dataclasses.replace(batch, reward=rewards.unsqueeze(1))

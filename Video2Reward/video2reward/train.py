@@ -50,7 +50,7 @@ class TrainConfig:
     backbone: str = "convnet"  # resnet18_84 | resnet34_224 | resnet18 | convnet
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
     batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
-    steps: int | None = 1200  # optimiser steps; None: derived from `epochs`
+    steps: int | None = 1500  # optimiser steps; None: derived from `epochs`
     epochs: float = 1.0  # used when steps is None; one epoch = one triplet per training frame
     time_limit: float | None = None  # stop after this many minutes of training (then save + evaluate as usual)
     lr: float = 3e-4  # AdamW learning rate (EPIC script 2e-4, released Meta-World pretraining 5e-5)

@@ -137,6 +137,20 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
                        progress=False)
 
 
+def test_rl_side_check_ignores_seed_and_size_but_not_episode_timing(tmp_path):
+    generate_demos(tmp_path, ["toy-reach"], num_train=1, num_test=0, settings=TOY, workers=1,
+                   progress=False)
+    demos.check_demo_settings(tmp_path / "toy-reach", DemoSettings(seed=9, episode_length=20, image_size=48))
+    with pytest.raises(ValueError, match="episode_length"):
+        demos.check_demo_settings(tmp_path / "toy-reach", DemoSettings(seed=3, episode_length=30))
+    meta = json.loads((tmp_path / "toy-reach" / "metadata.json").read_text())
+    del meta["expert"]  # demos of the old full-speed toy expert carry no "expert" entry
+    (tmp_path / "toy-reach" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="expert"):
+        demos.check_demo_settings(tmp_path / "toy-reach", TOY)
+    demos.check_demo_settings(tmp_path / "released-data", TOY)  # no metadata: nothing to check
+
+
 def test_non_expert_policies_keep_failures_and_are_marked(tmp_path):
     for policy, noise in (("random", 0.0), ("expert", 0.5)):
         out = tmp_path / f"{policy}-{noise}"

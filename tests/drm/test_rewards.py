@@ -54,6 +54,35 @@ def test_window_relabel_scores_newest_frames_with_current_model(model):
     torch.testing.assert_close(again.reward, out.reward + sum(0.9 ** i for i in range(3)), atol=1e-4, rtol=1e-4)
 
 
+def test_episode_feature_cache_is_exact_and_dropped_by_refresh(model, monkeypatch):
+    buf = filled_buffer(episodes=3)
+    rewarder = ProgressRewarder(model)
+    encoded = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x, *a, **k: encoded.append(len(x)) or encode(x, *a, **k))
+    seen, relabels = [], []
+    for _ in range(3):
+        batch = buf.sample(16, nstep=3, discount=0.9).to_torch("cpu")
+        seen.append(set(batch.episode.tolist()))
+        encoded.clear()
+        out = relabel(batch, "ours", "window", rewarder)
+        relabels.append(sum(encoded))
+        expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
+                       for i in range(3))
+        torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
+    # 3 episodes: their init/goal frames are encoded once, then only the 16 x 3 window frames
+    assert relabels == [48 + 2 * len(seen[0]), 48 + 2 * len(seen[1] - seen[0]),
+                        48 + 2 * len(seen[2] - seen[0] - seen[1])]
+    with torch.no_grad():  # the encoder changes (as refinement does); refresh() drops the features
+        for p in model.parameters():
+            p.mul_(1.1)
+    rewarder.refresh(batch.init_frame[0], batch.goal_frame[0])
+    out = relabel(batch, "ours", "window", rewarder)
+    expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
+                   for i in range(3))
+    torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
+
+
 def test_paper_relabel_scores_oldest_stacked_frame_once(model):
     batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
     out = relabel(batch, "ours", "paper", ProgressRewarder(model))

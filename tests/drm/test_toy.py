@@ -38,8 +38,8 @@ def test_frame_is_upright_agent_and_goal_where_expected():
     assert abs(rows.mean() - 0.8 * 84) < 1.5 and abs(cols.mean() - 0.8 * 84) < 1.5
 
 
-def test_expert_reaches_the_goal_quickly():
-    env = make_env("toy-reach", seed=0, episode_length=50)
+def test_fast_expert_reaches_the_goal_quickly():
+    env = ToyReachEnv(seed=0, episode_length=50, expert="fast")
     steps = []
     for seed in range(20):
         env.reset(seed=seed)
@@ -50,6 +50,23 @@ def test_expert_reaches_the_goal_quickly():
                 break
     assert len(steps) == 20
     assert 6 <= np.mean(steps) <= 15 and max(steps) <= 15
+
+
+def test_steady_expert_covers_the_distance_evenly_and_arrives_at_the_last_step():
+    env = make_env("toy-reach", seed=0, episode_length=30)
+    for seed in range(10):
+        env.reset(seed=seed)
+        d0 = np.linalg.norm(env.goal_position - env.position)
+        distances, successes = [], []
+        for _ in range(30):
+            *_, info = env.step(env.expert_action())
+            distances.append(np.linalg.norm(env.goal_position - env.position))
+            successes.append(info["success"])
+        # progress = fraction of the distance covered = fraction of the episode elapsed
+        assert np.allclose(distances, d0 * (1 - np.arange(1, 31) / 30), atol=1e-6)
+        assert successes[-1] and not any(successes[:20])
+    with pytest.raises(ValueError, match="expert"):
+        ToyReachEnv(expert="slow")
 
 
 def test_action_repeat_reward_and_success_any_during_the_repeat():

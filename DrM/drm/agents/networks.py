@@ -138,11 +138,20 @@ class TruncatedNormal(Normal):
         return x + (clamped - x).detach()
 
 
+def _fp32(x: torch.Tensor) -> torch.autocast:
+    """Autocast off: the actor / critic / value MLPs run in fp32 even inside a bf16 region.
+
+    They are a small share of the cost (the encoder's convolutions dominate), and bf16's 8-bit
+    mantissa would quantise Q-values of magnitude ~20 in steps of 0.125 - as large as the
+    differences between actions that the actor follows."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class Actor(nn.Module):
     """Deterministic policy with fixed-std exploration noise.
 
     ``forward(h (B, repr_dim), std: float) -> TruncatedNormal`` with ``mean = tanh(policy(trunk(h)))``
-    of shape ``(B, A)``, always fp32 (the noise is added at full precision under autocast).
+    of shape ``(B, A)``; runs in fp32 even under autocast (see ``_fp32``).
     """
 
     def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int) -> None:
@@ -152,12 +161,13 @@ class Actor(nn.Module):
         self.apply(weight_init)
 
     def forward(self, h: torch.Tensor, std: float) -> TruncatedNormal:
-        mu = torch.tanh(self.policy(self.trunk(h)).float())
+        with _fp32(h):
+            mu = torch.tanh(self.policy(self.trunk(h.float())))
         return TruncatedNormal(mu, torch.full_like(mu, std))
 
 
 class Critic(nn.Module):
-    """Twin Q: ``forward(h (B, repr_dim), action (B, A)) -> (q1, q2)``, each ``(B, 1)`` fp32.
+    """Twin Q: ``forward(h (B, repr_dim), action (B, A)) -> (q1, q2)``, each ``(B, 1)``, computed in fp32.
 
     ``dropout > 0`` / ``layer_norm`` give DrM's Q heads (Linear -> Dropout -> LayerNorm -> ReLU).
     """
@@ -171,9 +181,9 @@ class Critic(nn.Module):
         self.apply(weight_init)
 
     def forward(self, h: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.trunk(h)
-        z = torch.cat([z, action.to(z.dtype)], dim=-1)
-        return self.Q1(z).float(), self.Q2(z).float()
+        with _fp32(h):
+            z = torch.cat([self.trunk(h.float()), action.float()], dim=-1)
+            return self.Q1(z), self.Q2(z)
 
 
 class ValueNet(nn.Module):
@@ -186,7 +196,8 @@ class ValueNet(nn.Module):
         self.apply(weight_init)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.V(self.trunk(h)).float()
+        with _fp32(h):
+            return self.V(self.trunk(h.float()))
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

@@ -3,7 +3,14 @@
 A point (red disc) in the unit square moves by ``step_size * action`` per sub-step (action in
 [-1, 1]^2, so at most ``step_size * action_repeat`` per axis per agent step) and must reach the
 goal (green square). Start and goal are drawn from the seeded RNG at least
-``min_start_goal_distance`` apart, so the expert needs 8-13 agent steps (about 10) at the defaults.
+``min_start_goal_distance`` apart.
+
+The scripted expert is *steady* by default: it moves straight to the goal at the constant speed
+that lands on it at the episode's last step, so every demo frame shows a different state and the
+time-linear progress labels of PROGRESSOR equal the fraction of the distance covered. (A full-speed
+expert arrives after about 10 agent steps and then sits still: the rest of the demo is identical
+frames labelled with progress anywhere from 1/3 to 1, which blurs the learned reward exactly at
+the goal.) ``expert="fast"`` gives the full-speed one.
 Dense reward: minus the distance to the goal, per sub-step. Success: distance <= ``success_radius``.
 Thousands of steps per second on one CPU core: for smoke tests and quick RL checks.
 """
@@ -23,16 +30,18 @@ _AGENT = np.array([230, 60, 50], np.uint8)
 _GOAL = np.array([60, 200, 90], np.uint8)
 _AGENT_RADIUS = 0.05
 _GOAL_HALF_SIZE = 0.06
-_MARGIN = 0.1  # start and goal are drawn in [margin, 1 - margin]^2
+_MARGIN = 0.1  # start, goal and the disc's reach: [margin, 1 - margin]^2
 
 
 class ToyReachEnv(PixelEnv):
     def __init__(self, task: str = TOY_TASK, seed: int | None = 0, image_size: int = 84,
                  action_repeat: int = 2, episode_length: int = 100, frame_stack: int = 3,
-                 render_quality: str = "fast", step_size: float = 0.03, success_radius: float = 0.05,
-                 min_start_goal_distance: float = 0.6):
+                 render_quality: str = "fast", step_size: float = 0.03, success_radius: float = 0.1,
+                 min_start_goal_distance: float = 0.6, expert: str = "steady"):
         if task != TOY_TASK:
             raise ValueError(f"ToyReachEnv only implements {TOY_TASK!r}, got {task!r}")
+        if expert not in ("steady", "fast"):
+            raise ValueError(f"expert must be 'steady' or 'fast', got {expert!r}")
         super().__init__(TOY_TASK, seed=seed, image_size=image_size, action_repeat=action_repeat,
                          episode_length=episode_length, frame_stack=frame_stack,
                          render_quality=render_quality, action_dim=2)
@@ -40,7 +49,8 @@ class ToyReachEnv(PixelEnv):
                             episode_length=episode_length, frame_stack=frame_stack,
                             render_quality=render_quality, step_size=step_size,
                             success_radius=success_radius,
-                            min_start_goal_distance=min_start_goal_distance)
+                            min_start_goal_distance=min_start_goal_distance, expert=expert)
+        self.expert = expert
         self.step_size = float(step_size)
         self.success_radius = float(success_radius)
         self.min_start_goal_distance = float(min_start_goal_distance)
@@ -61,7 +71,7 @@ class ToyReachEnv(PixelEnv):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "camera": None, "suite": "toy", "renderer": "numpy",
                 "step_size": self.step_size, "success_radius": self.success_radius,
-                "min_start_goal_distance": self.min_start_goal_distance}
+                "min_start_goal_distance": self.min_start_goal_distance, "expert": self.expert}
 
     @property
     def position(self) -> np.ndarray:
@@ -82,7 +92,9 @@ class ToyReachEnv(PixelEnv):
         self._goal_pos = np.array(placement[2:], dtype=np.float64)
 
     def _sim_step(self, action: np.ndarray) -> tuple[float, bool]:
-        self._pos = np.clip(self._pos + self.step_size * action, 0.0, 1.0)
+        # the disc stays inside the square where starts and goals are drawn (never at the image border,
+        # which no demo shows): frames off the demos' support would get arbitrary progress
+        self._pos = np.clip(self._pos + self.step_size * action, _MARGIN, 1.0 - _MARGIN)
         distance = float(np.linalg.norm(self._goal_pos - self._pos))
         return -distance, distance <= self.success_radius
 
@@ -105,8 +117,10 @@ class ToyReachEnv(PixelEnv):
         return rows, cols
 
     def _expert_action(self) -> np.ndarray:
-        # Full speed toward the goal, scaled down on the last step so it lands on it.
-        return (self._goal_pos - self._pos) / (self.step_size * self.action_repeat)
+        # Straight toward the goal; "fast": full speed, scaled down on the last step so it lands on
+        # it; "steady": spread the remaining distance evenly over the remaining agent steps.
+        steps_left = max(1, self.episode_length - self._t) if self.expert == "steady" else 1
+        return (self._goal_pos - self._pos) / (self.step_size * self.action_repeat * steps_left)
 
     def _make_twin(self) -> ToyReachEnv:
         return ToyReachEnv(**self._kwargs)
