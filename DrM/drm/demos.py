@@ -193,16 +193,17 @@ def _settings_record(settings: DemoSettings, env: PixelEnv) -> dict[str, Any]:
 # What a reward model learns from demos must match the RL env: episode timing (progress labels
 # and goal frames), rendering, and the toy's dynamics and expert. Seed, counts, image size: free.
 RL_RELEVANT = ("suite", "camera", "episode_length", "action_repeat", "render_quality", "expert", "step_size",
-               "success_radius", "min_start_goal_distance")
+               "success_radius", "min_start_goal_distance", "goal")
 
 
 def _check_settings(task_dir: Path, meta: dict[str, Any], fresh: dict[str, Any],
-                    keys: Iterable[str] | None = None) -> None:
+                    keys: Iterable[str] | None = None,
+                    hint: str = "use another folder or the same settings") -> None:
     keys = [k for k in fresh if k != "versions"] if keys is None else [k for k in keys if k in fresh]
     diff = {k: (meta.get(k), fresh[k]) for k in keys if meta.get(k) != fresh[k]}
     if diff:
         raise ValueError(f"{task_dir} holds demos made with other settings (existing, requested): "
-                         f"{diff}; use another folder or the same settings")
+                         f"{diff}; {hint}")
 
 
 def check_demo_settings(task_dir: str | os.PathLike, settings: DemoSettings,
@@ -216,7 +217,8 @@ def check_demo_settings(task_dir: str | os.PathLike, settings: DemoSettings,
         env = _make_env(task_dir.name, settings)
         fresh = _settings_record(settings, env)
         env.close()
-        _check_settings(task_dir, meta, fresh, keys)
+        _check_settings(task_dir, meta, fresh, keys, hint="delete that folder to have them regenerated, "
+                        "or point exp_data_path elsewhere")
 
 
 def _prepare_task(out: Path, task: str, counts: dict[str, int], settings: DemoSettings
