@@ -4,7 +4,7 @@ uniform random policy on the very same eval episodes by a wide margin.
 
 This is ``python DrM/train_mw.py task=toy-reach`` (what ``make demo`` runs) with one torch thread;
 demos and the reward checkpoint go to a temporary folder, so ``DrM/pretrained_reward`` and
-``DrM/expert_demos`` are neither needed nor touched. About 10 minutes on the 2-core CPU.
+``DrM/expert_demos`` are neither needed nor touched. About 13 minutes on the 2-core CPU.
 """
 from __future__ import annotations
 
