@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from video2reward import ProgressModel, load_reward_model
 from video2reward.data import VideoDataset, load_dataset
 
-from .demos import DemoSettings, check_demo_settings, generate_demos, read_render_quality
+from .demos import DemoSettings, check_demo_settings, generate_demos
 
 
 def banner(message: str) -> None:
@@ -51,11 +51,7 @@ def ensure_demos(cfg: DictConfig, tasks: list[str]) -> Path:
 
 def load_expert_demos(cfg: DictConfig, image_size: int) -> VideoDataset:
     """The run task's training demos, decoded once into the frame cache."""
-    root = ensure_demos(cfg, [cfg.task_name])
-    quality = read_render_quality(root / cfg.task_name)
-    if quality is not None and quality != cfg.render_quality:
-        raise ValueError(f"demos in {root / cfg.task_name} were rendered with render_quality={quality!r} but this "
-                         f"run renders {cfg.render_quality!r}; set render_quality={quality}")
+    root = ensure_demos(cfg, [cfg.task_name])  # also refuses demos made with another render_quality etc.
     return load_dataset(root, split="train", image_size=image_size, tasks=[cfg.task_name])
 
 
