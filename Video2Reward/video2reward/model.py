@@ -45,7 +45,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet18_84": BackboneSpec(84, 512, "released Meta-World model: ResNet-18, 3x3 stride-1 stem"),
     "resnet34_224": BackboneSpec(224, 2048, "released EPIC-KITCHENS model: ResNet-34, standard stem"),
     "resnet18": BackboneSpec(84, 512, "ResNet-18 with the standard stem (3.5x cheaper at 84 px)"),
-    "convnet": BackboneSpec(84, 512, "4-layer conv net, the CPU-friendly default for new training"),
+    "convnet": BackboneSpec(84, 512, "4-layer conv net, global average pooling"),
+    "convnet_spatial": BackboneSpec(84, 512, "4-layer conv net keeping a 6x6 feature map (where things are)"),
 }
 
 
@@ -72,9 +73,14 @@ def _resnet_head() -> nn.Sequential:
 
 
 class ConvNet(nn.Module):
-    """Small conv net (stride-2 3x3 convs + BatchNorm), ~30x cheaper than ``resnet18_84``."""
+    """Small conv net (stride-2 3x3 convs + BatchNorm), ~30x cheaper than ``resnet18_84``.
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    ``grid=1`` averages the last feature map away (what is in the image); ``grid=g`` pools it to
+    ``g x g`` cells and flattens them, so the features also say *where* things are (at 84 px the
+    last map is 6 x 6, so ``grid=6`` keeps it whole).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), grid: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
@@ -83,10 +89,12 @@ class ConvNet(nn.Module):
                        nn.ReLU(inplace=True)]
             in_ch = w
         self.body = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.Linear(in_ch, 512), nn.ReLU(inplace=True), nn.Linear(512, FEATURE_DIM))
+        self.grid = grid
+        self.fc = nn.Sequential(nn.Linear(in_ch * grid * grid, 512), nn.ReLU(inplace=True),
+                                nn.Linear(512, FEATURE_DIM))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.body(x), 1), 1))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.body(x), self.grid), 1))
 
 
 def build_backbone(name: str) -> nn.Module:
@@ -100,6 +108,8 @@ def build_backbone(name: str) -> nn.Module:
         net = torchvision.models.resnet34(weights=None)
     elif name == "convnet":
         return ConvNet()
+    elif name == "convnet_spatial":
+        return ConvNet(widths=(32, 64, 128, 128), grid=6)
     else:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     net.fc = _resnet_head()

@@ -33,7 +33,7 @@ from .data import DataError, VideoDataset, discover_trajectories, load_dataset
 from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json
 from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss
-from .model import ProgressModel, autocast
+from .model import BACKBONES, ProgressModel, autocast
 from .triplets import TripletBatch, TripletSampler, parse_label_std
 
 AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY, "shift": aug.SHIFT}
@@ -47,7 +47,7 @@ class TrainConfig:
     output_dir: str = "outputs/reward_model"  # checkpoints, logs and evaluation
     tasks: list[str] | None = None  # only these task folders (default: all)
     cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
-    backbone: str = "convnet"  # resnet18_84 | resnet34_224 | resnet18 | convnet
+    backbone: str = "convnet"  # a key of video2reward.model.BACKBONES
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
     batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
     steps: int | None = 1500  # optimiser steps; None: derived from `epochs`
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="metaworld-cpu", help="named recipe (default metaworld-cpu)")
     p.add_argument("--tasks", nargs="+", help="only these task folders")
     p.add_argument("--cache_dir", help="decoded-frame cache (default <data_path>/.v2r_cache)")
-    p.add_argument("--backbone", help=f"resnet18_84 | resnet34_224 | resnet18 | convnet (default {d.backbone})")
+    p.add_argument("--backbone", help=f"{' | '.join(BACKBONES)} (default {d.backbone})")
     p.add_argument("--image_size", type=int, help="model input size (default: the backbone's)")
     p.add_argument("--batch_size", type=int, help=f"triplets per step per process (default {d.batch_size})")
     p.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps}); overrides --epochs")

@@ -155,3 +155,29 @@ def test_bf16_close_to_fp32(small):
     small.amp = True
     fast = small.predict(a, b, c).loc
     assert (fast - ref).abs().max() < 0.1 * (ref.abs().max() + 1)
+
+
+@pytest.mark.parametrize("backbone", ["convnet", "convnet_spatial"])
+def test_small_backbones_bare_state_dict_round_trip(tmp_path, backbone):
+    """A bare state dict of either CPU backbone is recognised by its shapes and loads strictly."""
+    torch.manual_seed(0)
+    model = ProgressModel(backbone, amp=False)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "bare.pth")
+    loaded = load_reward_model(tmp_path / "bare.pth", amp=False)
+    assert loaded.config.backbone == backbone
+    a, b, c = frames(2), frames(2, seed=1), frames(2, seed=2)
+    torch.testing.assert_close(loaded.predict(a, b, c).loc, model.predict(a, b, c).loc)
+
+
+@pytest.mark.parametrize("size", [32, 48, 84, 100])
+def test_spatial_convnet_any_size(size):
+    """The spatial conv net pools its last map to a fixed 6x6 grid, so any input size works."""
+    model = ProgressModel("convnet_spatial", image_size=size)
+    assert model.encode(frames(3, size)).shape == (3, 128)
+    # where things are matters: a bright square moved across the image changes the feature
+    img = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    q = size // 4
+    img[0, :, :q, :q] = 255
+    img[1, :, -q:, -q:] = 255
+    f = model.encode(img)
+    assert (f[0] - f[1]).norm() > 1e-3
