@@ -78,7 +78,8 @@ def pretrain_reward_model(cfg: DictConfig, path: Path) -> Path:
     out_dir = path.parent / f"{path.stem}_pretrain"
     checkpoint = pretrain(TrainConfig(
         data_path=str(root), output_dir=str(out_dir), tasks=tasks, backbone=p.backbone, image_size=p.image_size,
-        steps=p.steps, batch_size=p.batch_size, lr=p.lr, seed=p.seed, amp=cfg.amp))
+        steps=p.steps, batch_size=p.batch_size, lr=p.lr, label_std=p.label_std, shift_pixels=p.shift_pixels,
+        seed=p.seed, amp=cfg.amp))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     shutil.copyfile(checkpoint, tmp)

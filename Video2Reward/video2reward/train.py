@@ -47,10 +47,10 @@ class TrainConfig:
     output_dir: str = "outputs/reward_model"  # checkpoints, logs and evaluation
     tasks: list[str] | None = None  # only these task folders (default: all)
     cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
-    backbone: str = "convnet"  # a key of video2reward.model.BACKBONES
+    backbone: str = "convnet_spatial"  # a key of video2reward.model.BACKBONES
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
     batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
-    steps: int | None = 1500  # optimiser steps; None: derived from `epochs`
+    steps: int | None = 2000  # optimiser steps; None: derived from `epochs`
     epochs: float = 1.0  # used when steps is None; one epoch = one triplet per training frame
     time_limit: float | None = None  # stop after this many minutes of training (then save + evaluate as usual)
     lr: float = 3e-4  # AdamW learning rate (EPIC script 2e-4, released Meta-World pretraining 5e-5)
@@ -62,11 +62,12 @@ class TrainConfig:
     randomize: bool = True  # randomised triplet endpoints (else init = first, goal = last frame)
     fixed_fraction: float = 0.0  # with randomize: share of triplets that still get fixed endpoints
     max_gap: int | None = None  # randomised endpoints: goal - init < max_gap (None: whole trajectory)
-    label_std: str | float = 0.1  # a constant std, or "delta": sqrt(1/(goal-init))
+    label_std: str | float = 0.025  # a constant std, or "delta": sqrt(1/(goal-init))
     negatives: bool = False  # add negatives (middle frame from another video) toward N(-1, 0.1)
     negative_weight: float = NEGATIVE_WEIGHT
     augment: bool = True  # augment training frames with `augmentation` (one geometric draw per triplet/group)
-    augmentation: str = "shift"  # metaworld (crop 0.8-1) | epic (crop 0.2-1 + flip) | crop (crop only) | shift (+-4 px)
+    augmentation: str = "shift"  # metaworld (crop 0.8-1) | epic (crop 0.2-1 + flip) | crop (crop only) | shift (+-shift_pixels)
+    shift_pixels: int = 2  # augmentation "shift": largest translation in pixels
     shared_embedding: bool = True  # encode K frames per trajectory once, build many triplets from them
     frames_per_traj: int = 16  # shared embedding: K frames encoded per trajectory
     trajs_per_batch: int = 16  # shared embedding: trajectories per step (batch_size triplets spread over them)
@@ -90,6 +91,8 @@ class TrainConfig:
         self.label_std = parse_label_std(self.label_std)
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
+        if self.shift_pixels < 0:
+            raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not self.normalize_prediction:
@@ -135,12 +138,18 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int | None 
     return base_lr
 
 
+def augmentation_config(cfg: TrainConfig) -> aug.AugmentConfig:
+    """The named augmentation of ``cfg``, with ``shift_pixels`` applied to the shift recipe."""
+    base = AUGMENTATIONS[cfg.augmentation]
+    return dataclasses.replace(base, shift=cfg.shift_pixels) if cfg.augmentation == "shift" else base
+
+
 def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfig, image_size: int) -> TripletBatch:
     """Batch ``step`` of process ``rank``, augmented; deterministic in ``(seed, rank, step)``."""
     generator = sampler.generator_at(step, rank)
     batch = sampler.sample(generator)
     if cfg.augment:
-        batch = batch._replace(frames=aug.augment(batch.frames, AUGMENTATIONS[cfg.augmentation], image_size, generator))
+        batch = batch._replace(frames=aug.augment(batch.frames, augmentation_config(cfg), image_size, generator))
     return batch
 
 
@@ -509,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative_weight", type=float, help=f"loss weight of the negatives (default {d.negative_weight})")
     p.add_argument("--augment", action=bool_flag, help=f"augment training frames, see --augmentation (default {d.augment})")
     p.add_argument("--augmentation", choices=sorted(AUGMENTATIONS), help=f"metaworld: photometric + crop 0.8-1; epic: + crop 0.2-1 and flips; crop: crop only; "
-                        f"shift: +-4 px translation (default {d.augmentation})")
+                        f"shift: +-N px translation, N = --shift_pixels (default {d.augmentation})")
+    p.add_argument("--shift_pixels", type=int, help=f"largest translation of the shift augmentation (default {d.shift_pixels})")
     p.add_argument("--shared_embedding", action=bool_flag, help=f"encode K frames per trajectory once, many triplets from them (default {d.shared_embedding})")
     p.add_argument("--frames_per_traj", type=int, help=f"shared embedding: frames per trajectory K (default {d.frames_per_traj})")
     p.add_argument("--trajs_per_batch", type=int, help=f"shared embedding: trajectories per step (default {d.trajs_per_batch})")

@@ -16,7 +16,8 @@ from video2reward import load_reward_model
 from video2reward.data import VideoDataset
 from video2reward.evaluate import evaluate, plot_progress, rankdata, spearman
 from video2reward.model import ProgressModel
-from video2reward.train import PRESETS, TrainConfig, config_from_args, lr_at, main, pretrain
+from video2reward import augment as aug
+from video2reward.train import PRESETS, TrainConfig, augmentation_config, config_from_args, lr_at, main, pretrain
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -170,6 +171,24 @@ def test_config_from_args_presets_and_overrides():
         config_from_args(["--data_path", "d", "--label_std", "wide"])
     with pytest.raises(SystemExit):
         config_from_args(["--data_path", "d", "--no-normalize_prediction"])
+
+
+def test_shift_pixels_sets_the_shift_range():
+    two = augmentation_config(config_from_args(["--data_path", "d", "--shift_pixels", "2"]))
+    assert two.shift == 2 and not two.photometric
+    assert augmentation_config(TrainConfig(data_path="d", shift_pixels=4)).shift == 4
+    # other recipes are not touched by the shift size
+    assert augmentation_config(TrainConfig(data_path="d", augmentation="metaworld", shift_pixels=2)) == aug.METAWORLD
+    x = torch.arange(8 * 8, dtype=torch.uint8).view(1, 1, 1, 8, 8).expand(200, 1, 3, 8, 8)
+    out = aug.augment(x, two, generator=torch.Generator().manual_seed(0))
+    moved = {int((out[i, 0, 0] == x[0, 0, 0]).all()) for i in range(200)}
+    assert moved == {0, 1}  # some frames shifted, some not
+    # a +-2 shift never moves pixel (3, 3) of the 8x8 ramp further than 2 rows/columns
+    centre = out[:, 0, 0, 3, 3].long()
+    rows, cols = centre // 8, centre % 8
+    assert (rows - 3).abs().max() <= 2 and (cols - 3).abs().max() <= 2 and (rows - 3).abs().max() == 2
+    with pytest.raises(ValueError, match="shift_pixels"):
+        TrainConfig(data_path="d", shift_pixels=-1)
 
 
 def test_lr_warmup_then_constant():
