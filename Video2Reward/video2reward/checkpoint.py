@@ -73,6 +73,7 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     """Which variant a bare state dict belongs to, from its parameter names and shapes."""
     if "model.body.0.weight" in state_dict:
+        # the first fc layer reads 256 pooled channels (convnet) or a flattened 128 x 6 x 6 map
         fc_in = state_dict.get("model.fc.0.weight")
         backbone = "convnet_spatial" if fc_in is not None and fc_in.shape[1] != 256 else "convnet"
     elif "model.conv1.weight" in state_dict:
