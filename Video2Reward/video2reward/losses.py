@@ -23,13 +23,23 @@ def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor,
 
 
 def progress_kl_loss(mu: torch.Tensor, sigma: torch.Tensor, label_mean: torch.Tensor | float,
-                     label_std: torch.Tensor | float) -> torch.Tensor:
+                     label_std: torch.Tensor | float, sigma_power: float = 0.0) -> torch.Tensor:
     """Mean over the batch of ``KL(N(label_mean, label_std^2) || N(mu, sigma^2))``; labels broadcast.
-    Computed in float32 whatever the autocast dtype of ``mu`` and ``sigma``."""
+    Computed in float32 whatever the autocast dtype of ``mu`` and ``sigma``.
+
+    ``sigma_power = p > 0`` weights each triplet's KL by ``sigma^p`` (no gradient through the weight;
+    weights normalised to mean 1 over the batch). The mean-squared part of the KL is divided by
+    ``sigma^2``, so with plain KL a model can make hard triplets cheap by predicting a wide ``sigma``
+    and stop fitting their ``mu``; ``p = 2`` gives every triplet's ``mu`` the same weight again
+    (the "beta-NLL" of Seitzer et al., 2022, with ``p = 2 beta``)."""
     mu, sigma = mu.float(), sigma.float()
     label_mean = torch.as_tensor(label_mean, dtype=torch.float32, device=mu.device).expand_as(mu)
     label_std = torch.as_tensor(label_std, dtype=torch.float32, device=mu.device).expand_as(mu)
-    return gaussian_kl(label_mean, label_std, mu, sigma).mean()
+    kl = gaussian_kl(label_mean, label_std, mu, sigma)
+    if sigma_power:
+        weight = sigma.detach().pow(sigma_power)
+        kl = kl * (weight / weight.mean())
+    return kl.mean()
 
 
 def negative_kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

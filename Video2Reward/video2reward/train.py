@@ -63,6 +63,7 @@ class TrainConfig:
     fixed_fraction: float = 0.0  # with randomize: share of triplets that still get fixed endpoints
     max_gap: int | None = None  # randomised endpoints: goal - init < max_gap (None: whole trajectory)
     label_std: str | float = 0.025  # a constant std, or "delta": sqrt(1/(goal-init))
+    sigma_power: float = 0.0  # weight each triplet's KL by sigma^p (detached); 2 = beta-NLL with beta 1, 0 = plain KL
     negatives: bool = False  # add negatives (middle frame from another video) toward N(-1, 0.1)
     negative_weight: float = NEGATIVE_WEIGHT
     augment: bool = True  # augment training frames with `augmentation` (one geometric draw per triplet/group)
@@ -91,6 +92,8 @@ class TrainConfig:
         self.label_std = parse_label_std(self.label_std)
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
+        if self.sigma_power < 0:
+            raise ValueError(f"sigma_power must be >= 0, got {self.sigma_power}")
         if self.shift_pixels < 0:
             raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -164,8 +167,9 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: Tr
     objective.train()
     with autocast(device, cfg.amp):
         mu, sigma = objective(batch.flat_frames, init, current, goal)
-    kl = progress_kl_loss(mu[:b], sigma[:b], batch.label_mean, batch.label_std)
-    loss = kl
+    loss = progress_kl_loss(mu[:b], sigma[:b], batch.label_mean, batch.label_std, cfg.sigma_power)
+    kl = progress_kl_loss(mu[:b].detach(), sigma[:b].detach(), batch.label_mean, batch.label_std) \
+        if cfg.sigma_power else loss
     metrics = {}
     if cfg.negatives:
         kl_neg = negative_kl_loss(mu[b:], sigma[b:])
@@ -514,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed_fraction", type=float, help=f"with --randomize: share of triplets that keep fixed endpoints (default {d.fixed_fraction})")
     p.add_argument("--max_gap", type=int, help="randomised endpoints: goal - init < max_gap")
     p.add_argument("--label_std", help=f"label std: 'delta' = sqrt(1/(goal-init)) or a number such as 0.1 (default {d.label_std})")
+    p.add_argument("--sigma_power", type=float, help="weight each triplet's KL by sigma^P (detached, batch mean 1): hard triplets "
+                   f"cannot be dodged with a wide sigma; 2 = beta-NLL with beta 1 (default {d.sigma_power}: plain KL)")
     p.add_argument("--negatives", action=bool_flag, help="add negatives (middle frame from another video, target N(-1, 0.1), weight 0.05)")
     p.add_argument("--negative_weight", type=float, help=f"loss weight of the negatives (default {d.negative_weight})")
     p.add_argument("--augment", action=bool_flag, help=f"augment training frames, see --augmentation (default {d.augment})")

@@ -1,4 +1,5 @@
 """The KL objective (video2reward.losses)."""
+import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
@@ -40,3 +41,27 @@ def test_negative_loss_targets_minus_one():
     assert per[0].abs() < 1e-6 and per[1] > 1
     assert torch.allclose(negative_kl_loss(mu, sigma), per.mean())
     assert NEGATIVE_WEIGHT == 0.05
+
+
+def test_sigma_power_evens_out_the_mu_gradients():
+    """Plain KL divides a triplet's squared error by sigma^2, so a wide sigma hides a wrong mu;
+    with sigma_power=2 two triplets with the same error pull on mu equally whatever their sigma."""
+    sigma = torch.tensor([0.05, 0.5])
+    label = torch.tensor([0.5, 0.5])
+    grads = {}
+    for power in (0.0, 1.0, 2.0):
+        mu = torch.tensor([0.7, 0.7], requires_grad=True)
+        progress_kl_loss(mu, sigma, label, 0.025, sigma_power=power).backward()
+        grads[power] = mu.grad
+    assert grads[0.0][0] / grads[0.0][1] == pytest.approx(100.0, rel=1e-4)  # (0.5 / 0.05)^2
+    assert grads[1.0][0] / grads[1.0][1] == pytest.approx(10.0, rel=1e-4)
+    assert grads[2.0][0] == pytest.approx(grads[2.0][1].item(), rel=1e-5)
+    # power 0 is the plain mean KL; the weights never carry a gradient into sigma
+    mu = torch.tensor([0.7, 0.7])
+    assert progress_kl_loss(mu, sigma, label, 0.025, 0.0) == progress_kl_loss(mu, sigma, label, 0.025)
+    s = sigma.clone().requires_grad_(True)
+    progress_kl_loss(mu, s, label, 0.025, sigma_power=2.0).backward()
+    w = sigma.pow(2) / sigma.pow(2).mean()
+    s2 = sigma.clone().requires_grad_(True)
+    (gaussian_kl(label, torch.full((2,), 0.025), mu, s2) * w).mean().backward()
+    assert torch.allclose(s.grad, s2.grad)

@@ -191,6 +191,12 @@ def test_shift_pixels_sets_the_shift_range():
         TrainConfig(data_path="d", shift_pixels=-1)
 
 
+def test_sigma_power_flag():
+    assert config_from_args(["--data_path", "d", "--sigma_power", "2"]).sigma_power == 2.0
+    with pytest.raises(ValueError, match="sigma_power"):
+        TrainConfig(data_path="d", sigma_power=-1)
+
+
 def test_lr_warmup_then_constant():
     assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert lr_at(0, 2e-4, 0) == 2e-4
