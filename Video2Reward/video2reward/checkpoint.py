@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from .io import atomic_torch_save
-from .model import BACKBONES, ModelConfig, ProgressModel
+from .model import BACKBONES, CONVNETS, ConvNet, ModelConfig, ProgressModel
 
 FORMAT = "progressor"
 FORMAT_VERSION = 1
@@ -70,12 +70,22 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return dict(state_dict)
 
 
+def _which_convnet(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The conv net whose parameter shapes the state dict has (the conv widths and the first fc
+    layer's input, which separates a pooled map from a flattened 6 x 6 one)."""
+    given = {k[len("model."):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith("model.")}
+    for name, kwargs in CONVNETS.items():
+        own = {k: tuple(v.shape) for k, v in ConvNet(**kwargs).state_dict().items()}
+        if own == given:
+            return name
+    raise CheckpointError(f"conv-net weights match none of {sorted(CONVNETS)} "
+                          f"(first conv {given.get('body.0.weight')}, fc in {given.get('fc.0.weight')})")
+
+
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     """Which variant a bare state dict belongs to, from its parameter names and shapes."""
     if "model.body.0.weight" in state_dict:
-        # the first fc layer reads 256 pooled channels (convnet) or a flattened 128 x 6 x 6 map
-        fc_in = state_dict.get("model.fc.0.weight")
-        backbone = "convnet_spatial" if fc_in is not None and fc_in.shape[1] != 256 else "convnet"
+        backbone = _which_convnet(state_dict)
     elif "model.conv1.weight" in state_dict:
         if state_dict["model.conv1.weight"].shape[-1] == 3:
             backbone = "resnet18_84"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from video2reward import CheckpointError, ProgressModel, load_reward_model, save_reward_model
-from video2reward.model import gaussian_entropy
+from video2reward.checkpoint import infer_config
+from video2reward.model import CONVNETS, ConvNet, gaussian_entropy
 
 # Names and shapes of the two released checkpoints (copied from the project's shared/ folder).
 KEYS = json.loads((Path(__file__).resolve().parents[1] / "data" / "upstream_checkpoint_keys.json").read_text())
@@ -157,9 +158,9 @@ def test_bf16_close_to_fp32(small):
     assert (fast - ref).abs().max() < 0.1 * (ref.abs().max() + 1)
 
 
-@pytest.mark.parametrize("backbone", ["convnet", "convnet_spatial"])
+@pytest.mark.parametrize("backbone", sorted(CONVNETS))
 def test_small_backbones_bare_state_dict_round_trip(tmp_path, backbone):
-    """A bare state dict of either CPU backbone is recognised by its shapes and loads strictly."""
+    """A bare state dict of any CPU conv net is recognised by its shapes and loads strictly."""
     torch.manual_seed(0)
     model = ProgressModel(backbone, amp=False)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "bare.pth")
@@ -167,6 +168,15 @@ def test_small_backbones_bare_state_dict_round_trip(tmp_path, backbone):
     assert loaded.config.backbone == backbone
     a, b, c = frames(2), frames(2, seed=1), frames(2, seed=2)
     torch.testing.assert_close(loaded.predict(a, b, c).loc, model.predict(a, b, c).loc)
+
+
+def test_unknown_convnet_shapes_and_bad_strides_are_named():
+    sd = ProgressModel("convnet_spatial").state_dict()
+    sd["model.body.0.weight"] = torch.zeros(24, 3, 3, 3)
+    with pytest.raises(CheckpointError, match="match none of"):
+        infer_config(sd)
+    with pytest.raises(ValueError, match="one stride per layer"):
+        ConvNet(widths=(8, 8), strides=(2,))
 
 
 @pytest.mark.parametrize("size", [32, 48, 84, 100])
