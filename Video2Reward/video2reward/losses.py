@@ -9,6 +9,7 @@ refinement uses the same loss with the detached target ``N(beta * mu, sigma)``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 NEGATIVE_MEAN = -1.0  # target of a triplet whose middle frame comes from another video
 NEGATIVE_STD = 0.1
@@ -42,9 +43,23 @@ def progress_kl_loss(mu: torch.Tensor, sigma: torch.Tensor, label_mean: torch.Te
     return kl.mean()
 
 
+def ranking_loss(mu: torch.Tensor, temperature: float = 0.02) -> torch.Tensor:
+    """Pairwise order loss on predictions ``mu`` ``(G, K)`` whose K columns are in time order.
+
+    Mean over groups and pairs ``p < q`` of ``t * softplus(-(mu_q - mu_p) / t)``: a smooth hinge
+    that is ~0 once a later frame scores more than ``t`` above an earlier one and grows linearly
+    (slope 1) when they are out of order. Unlike the KL it does not weaken where the model
+    predicts a wide sigma, and it asks only for order, the thing VOC measures."""
+    mu = mu.float()
+    k = mu.shape[-1]
+    diff = mu[..., None, :] - mu[..., :, None]  # diff[..., p, q] = mu_q - mu_p
+    later = torch.triu(torch.ones(k, k, dtype=torch.bool, device=mu.device), diagonal=1)
+    return temperature * F.softplus(-diff[..., later] / temperature).mean()
+
+
 def negative_kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """:func:`progress_kl_loss` toward ``N(-1, 0.1^2)`` (unweighted; multiply by :data:`NEGATIVE_WEIGHT`)."""
     return progress_kl_loss(mu, sigma, NEGATIVE_MEAN, NEGATIVE_STD)
 
 
-__all__ = ["NEGATIVE_MEAN", "NEGATIVE_STD", "NEGATIVE_WEIGHT", "gaussian_kl", "negative_kl_loss", "progress_kl_loss"]
+__all__ = ["NEGATIVE_MEAN", "NEGATIVE_STD", "NEGATIVE_WEIGHT", "gaussian_kl", "negative_kl_loss", "progress_kl_loss", "ranking_loss"]

@@ -32,10 +32,11 @@ from .checkpoint import read_checkpoint, save_reward_model, split_checkpoint, lo
 from .data import DataError, VideoDataset, discover_trajectories, load_dataset
 from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json
-from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss
+from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss, ranking_loss
 from .model import BACKBONES, ProgressModel, autocast
 from .triplets import TripletBatch, TripletSampler, parse_label_std
 
+RANK_WEIGHT = 100.0  # default weight of the order loss (shared-embedding batches); see docs/video2reward.md
 AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY, "shift": aug.SHIFT}
 
 
@@ -64,6 +65,8 @@ class TrainConfig:
     max_gap: int | None = None  # randomised endpoints: goal - init < max_gap (None: whole trajectory)
     label_std: str | float = 0.025  # a constant std, or "delta": sqrt(1/(goal-init))
     sigma_power: float = 0.0  # weight each triplet's KL by sigma^p (detached); 2 = beta-NLL with beta 1, 0 = plain KL
+    rank_weight: float | None = None  # weight of the order loss on each group's K frames (None: RANK_WEIGHT with shared embedding, else 0)
+    rank_temperature: float = 0.02  # margin scale of that loss (progress units)
     negatives: bool = False  # add negatives (middle frame from another video) toward N(-1, 0.1)
     negative_weight: float = NEGATIVE_WEIGHT
     augment: bool = True  # augment training frames with `augmentation` (one geometric draw per triplet/group)
@@ -94,6 +97,13 @@ class TrainConfig:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.sigma_power < 0:
             raise ValueError(f"sigma_power must be >= 0, got {self.sigma_power}")
+        if self.rank_weight is None:
+            self.rank_weight = RANK_WEIGHT if self.shared_embedding else 0.0
+        self.rank_weight = float(self.rank_weight)
+        if self.rank_weight < 0 or self.rank_temperature <= 0:
+            raise ValueError(f"rank_weight must be >= 0 and rank_temperature > 0, got {self.rank_weight}, {self.rank_temperature}")
+        if self.rank_weight and not self.shared_embedding:
+            raise ValueError("rank_weight needs shared_embedding (the order loss runs on each group's K frames)")
         if self.shift_pixels < 0:
             raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -164,6 +174,13 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: Tr
     init, current, goal = batch.init, batch.current, batch.goal
     if cfg.negatives:
         init, current, goal = torch.cat([init, init]), torch.cat([current, batch.negative]), torch.cat([goal, goal])
+    n = init.shape[0]
+    if cfg.rank_weight:  # every frame of a group between the group's first and last frame
+        g, k = batch.frames.shape[:2]
+        first = (torch.arange(g, device=device) * k).repeat_interleave(k)
+        init = torch.cat([init, first])
+        current = torch.cat([current, torch.arange(g * k, device=device)])
+        goal = torch.cat([goal, first + k - 1])
     objective.train()
     with autocast(device, cfg.amp):
         mu, sigma = objective(batch.flat_frames, init, current, goal)
@@ -172,9 +189,13 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: Tr
         if cfg.sigma_power else loss
     metrics = {}
     if cfg.negatives:
-        kl_neg = negative_kl_loss(mu[b:], sigma[b:])
+        kl_neg = negative_kl_loss(mu[b:n], sigma[b:n])
         loss = loss + cfg.negative_weight * kl_neg
         metrics["kl_negative"] = kl_neg.item()
+    if cfg.rank_weight:
+        rank = ranking_loss(mu[n:].view(g, k), cfg.rank_temperature)
+        loss = loss + cfg.rank_weight * rank
+        metrics["rank"] = rank.item()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -520,6 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_std", help=f"label std: 'delta' = sqrt(1/(goal-init)) or a number such as 0.1 (default {d.label_std})")
     p.add_argument("--sigma_power", type=float, help="weight each triplet's KL by sigma^P (detached, batch mean 1): hard triplets "
                    f"cannot be dodged with a wide sigma; 2 = beta-NLL with beta 1 (default {d.sigma_power}: plain KL)")
+    p.add_argument("--rank_weight", type=float, help="shared embedding: add this weight times a pairwise order loss on each group's K "
+                   f"frames (first/last frame as endpoints), which asks for time order, what VOC measures "
+                   f"(default {RANK_WEIGHT:g} with shared-embedding batches, else 0)")
+    p.add_argument("--rank_temperature", type=float, help=f"margin scale of the order loss (default {d.rank_temperature})")
     p.add_argument("--negatives", action=bool_flag, help="add negatives (middle frame from another video, target N(-1, 0.1), weight 0.05)")
     p.add_argument("--negative_weight", type=float, help=f"loss weight of the negatives (default {d.negative_weight})")
     p.add_argument("--augment", action=bool_flag, help=f"augment training frames, see --augmentation (default {d.augment})")
@@ -573,5 +598,5 @@ def main(argv: Sequence[str] | None = None) -> Path:
         raise SystemExit(f"error: {exc}") from None
 
 
-__all__ = ["PRESETS", "ProgressObjective", "TrainConfig", "batch_stream", "build_parser", "config_from_args",
+__all__ = ["PRESETS", "RANK_WEIGHT", "ProgressObjective", "TrainConfig", "batch_stream", "build_parser", "config_from_args",
            "lr_at", "main", "prepare_batch", "pretrain", "train_step"]

@@ -4,7 +4,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from video2reward.losses import (NEGATIVE_MEAN, NEGATIVE_STD, NEGATIVE_WEIGHT, gaussian_kl, negative_kl_loss,
-                                 progress_kl_loss)
+                                 progress_kl_loss, ranking_loss)
 
 
 def test_gaussian_kl_matches_torch_distributions():
@@ -65,3 +65,22 @@ def test_sigma_power_evens_out_the_mu_gradients():
     s2 = sigma.clone().requires_grad_(True)
     (gaussian_kl(label, torch.full((2,), 0.025), mu, s2) * w).mean().backward()
     assert torch.allclose(s.grad, s2.grad)
+
+
+def test_ranking_loss_counts_out_of_order_pairs():
+    """Later frames scoring well above earlier ones cost ~nothing; each reversed pair costs its gap."""
+    t = 0.02
+    rising = torch.tensor([[0.0, 0.5, 1.0]])
+    assert ranking_loss(rising, t) < 1e-10
+    falling = torch.tensor([[1.0, 0.5, 0.0]])  # pairs reversed by 0.5, 0.5 and 1.0: mean ~ 2/3
+    assert ranking_loss(falling, t).item() == pytest.approx(2 / 3, rel=1e-3)
+    # one reversed pair out of three in the second group: the mean runs over groups and pairs
+    two = torch.tensor([[0.0, 0.5, 1.0], [0.0, 1.0, 0.7]])
+    assert ranking_loss(two, t).item() == pytest.approx(0.3 / 6, rel=1e-2)
+    # the gradient pushes the reversed pair apart and leaves well-ordered ones alone
+    mu = two.clone().requires_grad_(True)
+    ranking_loss(mu, t).backward()
+    assert mu.grad[1, 1] > 0 > mu.grad[1, 2]  # lower the middle frame, raise the last
+    assert mu.grad[0].abs().max() < 1e-6
+    # ties cost t*ln2 per pair, whatever the temperature scale of the hinge
+    assert ranking_loss(torch.zeros(1, 4), 0.1).item() == pytest.approx(0.1 * 0.6931, rel=1e-3)

@@ -17,7 +17,7 @@ from video2reward.data import VideoDataset
 from video2reward.evaluate import evaluate, plot_progress, rankdata, spearman
 from video2reward.model import ProgressModel
 from video2reward import augment as aug
-from video2reward.train import PRESETS, TrainConfig, augmentation_config, config_from_args, lr_at, main, pretrain
+from video2reward.train import PRESETS, RANK_WEIGHT, TrainConfig, augmentation_config, config_from_args, lr_at, main, pretrain
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -195,6 +195,26 @@ def test_sigma_power_flag():
     assert config_from_args(["--data_path", "d", "--sigma_power", "2"]).sigma_power == 2.0
     with pytest.raises(ValueError, match="sigma_power"):
         TrainConfig(data_path="d", sigma_power=-1)
+
+
+def test_rank_weight_adds_the_order_loss(demos, tmp_path):
+    assert config_from_args(["--data_path", "d", "--rank_weight", "0.5"]).rank_weight == 0.5
+    # default: on for shared-embedding batches (the CPU preset), off for per-triplet ones (paper, EPIC)
+    assert TrainConfig(data_path="d").rank_weight == RANK_WEIGHT > 0
+    assert TrainConfig(data_path="d", shared_embedding=False).rank_weight == 0
+    assert config_from_args(["--data_path", "d", "--preset", "metaworld-paper"]).rank_weight == 0
+    with pytest.raises(ValueError, match="rank_weight"):
+        TrainConfig(data_path="d", rank_weight=-1)
+    with pytest.raises(ValueError, match="shared_embedding"):
+        TrainConfig(data_path="d", rank_weight=1, shared_embedding=False)
+    out = tmp_path / "rank"
+    pretrain(tiny(demos, out, rank_weight=1.0, negatives=True, final_eval=False))
+    rows = read_csv(out / "train_log.csv")
+    assert all(float(r["rank"]) >= 0 for r in rows)
+    # loss = KL + 0.05 * negative KL + 1.0 * order loss, all logged per step (log_every=1)
+    for r in rows:
+        expect = float(r["kl"]) + 0.05 * float(r["kl_negative"]) + float(r["rank"])
+        assert float(r["loss"]) == pytest.approx(expect, rel=1e-4)
 
 
 def test_lr_warmup_then_constant():
