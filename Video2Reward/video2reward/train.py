@@ -2,8 +2,10 @@
 
 One optimiser step: draw a :class:`~video2reward.triplets.TripletBatch` (batch ``step`` is a pure
 function of ``(seed, rank, step)``), augment it (photometric per frame, one crop per group),
-encode all its frames in ONE backbone call, run the head on the triplets (plus the negatives),
-minimise the KL loss with AdamW (linear warm-up, then constant), clip the gradient norm.
+encode all its frames in ONE backbone call, run the head on the triplets (plus the negatives, plus
+every frame of each group between the group's first and last frame for the order loss), minimise
+the KL loss (+ ``rank_weight`` x the order loss) with AdamW (linear warm-up, then constant or
+cosine), clip the gradient norm.
 
 Outputs in ``output_dir`` (rank 0 only): ``checkpoint_last.pth`` (+ ``checkpoint_<step>.pth``),
 readable by :func:`video2reward.load_reward_model` and resumable exactly with ``--resume``;
