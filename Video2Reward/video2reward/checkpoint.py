@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from .io import atomic_torch_save
-from .model import BACKBONES, CONVNETS, ConvNet, ModelConfig, ProgressModel
+from .model import BACKBONES, CONVNETS, HEAD_INPUTS, ConvNet, ModelConfig, ProgressModel
 
 FORMAT = "progressor"
 FORMAT_VERSION = 1
@@ -96,7 +96,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     else:
         raise CheckpointError("state dict has no backbone weights (expected keys like 'model.conv1.weight')")
     hidden = state_dict.get("proj.0.fc1.weight")
-    return ModelConfig(backbone=backbone, proj_hidden=int(hidden.shape[0]) if hidden is not None else None)
+    if hidden is None:
+        return ModelConfig(backbone=backbone)
+    heads = {width: name for name, width in HEAD_INPUTS.items()}
+    if hidden.shape[1] not in heads:
+        raise CheckpointError(f"proj.0.fc1.weight takes {hidden.shape[1]} inputs; known heads take "
+                              f"{', '.join(f'{w} ({n})' for n, w in HEAD_INPUTS.items())}")
+    return ModelConfig(backbone=backbone, proj_hidden=int(hidden.shape[0]), head=heads[hidden.shape[1]])
 
 
 def split_checkpoint(obj: Mapping[str, Any], name: str = "checkpoint") -> tuple[ModelConfig, dict[str, torch.Tensor]]:

@@ -27,6 +27,7 @@ from torch.distributions import Normal
 FEATURE_DIM = 128  # per-frame embedding size
 FEATURE_SCALE = 16.0  # sqrt(256): the concatenated unit features are scaled before the MLP
 SIGMA_BETA = 0.693  # softplus sharpness of the std head
+DISTANCE_EPS = 0.01  # "distance" head: log(sqrt(d^2 + eps^2)), so equal frames give a finite log(eps)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
@@ -51,6 +52,12 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+# What the head's MLP sees, and its width. "concat": the three unit features side by side (the
+# released models). "distance": the same + the log feature distances current-goal, current-init and
+# init-goal, so nearly equal frames (a hand hovering at the goal) stay far apart on the log scale.
+HEAD_INPUTS: dict[str, int] = {"concat": 3 * FEATURE_DIM, "distance": 3 * FEATURE_DIM + 3}
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a :class:`ProgressModel`; saved beside the weights."""
@@ -59,10 +66,13 @@ class ModelConfig:
     image_size: int | None = None  # default: the backbone's native size
     alpha: float = 0.4  # entropy weight of the reward
     proj_hidden: int | None = None  # default: the backbone's
+    head: str = "concat"  # head input: a key of HEAD_INPUTS ("concat" is the released layout)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
+        if self.head not in HEAD_INPUTS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {sorted(HEAD_INPUTS)}")
         spec = BACKBONES[self.backbone]
         self.image_size = int(self.image_size or spec.image_size)
         self.proj_hidden = int(self.proj_hidden or spec.proj_hidden)
@@ -100,7 +110,11 @@ class ConvNet(nn.Module):
                                 nn.Linear(512, FEATURE_DIM))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.body(x), self.grid), 1))
+        x = torch.flatten(F.adaptive_avg_pool2d(self.body(x), self.grid), 1)
+        # The fc layers run in fp32 even under autocast: bf16 outputs would round the features by
+        # ~0.4 %, as much as two frames of a hand hovering at the goal differ.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.fc(x.float())
 
 
 # The conv-net backbones, as ConvNet arguments (checkpoint.infer_config tells them apart by shapes).
@@ -142,6 +156,11 @@ class ResidualBlock(nn.Module):
         return self.fc2(self.norm(F.relu(self.fc1(x)))) + self.skip(x)
 
 
+def log_distance(a: torch.Tensor, b: torch.Tensor, eps: float = DISTANCE_EPS) -> torch.Tensor:
+    """``(B, 1)`` smooth log Euclidean distance ``0.5 ln(|a - b|^2 + eps^2)`` (finite gradient at a == b)."""
+    return 0.5 * torch.log((a - b).square().sum(-1, keepdim=True) + eps * eps)
+
+
 def gaussian_entropy(sigma: torch.Tensor) -> torch.Tensor:
     """Differential entropy of ``N(mu, sigma^2)``: ``0.5 ln(2 pi e) + ln sigma``."""
     return _HALF_LOG_2PI_E + torch.log(sigma)
@@ -156,14 +175,15 @@ class ProgressModel(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet18_84", image_size: int | None = None, alpha: float = 0.4,
-                 proj_hidden: int | None = None, amp: bool = True, channels_last: bool = True) -> None:
+                 proj_hidden: int | None = None, head: str = "concat", amp: bool = True,
+                 channels_last: bool = True) -> None:
         super().__init__()
-        self.config = ModelConfig(backbone, image_size, alpha, proj_hidden)
+        self.config = ModelConfig(backbone, image_size, alpha, proj_hidden, head)
         self.amp = amp  # bf16 autocast in the inference methods (training code sets its own)
         self.channels_last = channels_last
         self.model = build_backbone(backbone)
         hidden = self.config.proj_hidden
-        self.proj = nn.ModuleList([ResidualBlock(3 * FEATURE_DIM, hidden), ResidualBlock(hidden, 256)])
+        self.proj = nn.ModuleList([ResidualBlock(HEAD_INPUTS[self.config.head], hidden), ResidualBlock(hidden, 256)])
         self.fc_mu = nn.Linear(256, 1)
         self.fc_log_var = nn.Linear(256, 1)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
@@ -212,7 +232,11 @@ class ProgressModel(nn.Module):
         """Features ``(B, 128)`` x 3 -> ``(mu, sigma)``, each ``(B,)`` float32."""
         # The head is tiny and precision-sensitive (softplus std): always fp32, even under autocast.
         with autocast(self.device, enabled=False):
-            x = torch.cat([f_init, f_cur, f_goal], dim=-1).float() * FEATURE_SCALE
+            f_init, f_cur, f_goal = f_init.float(), f_cur.float(), f_goal.float()
+            parts = [f_init * FEATURE_SCALE, f_cur * FEATURE_SCALE, f_goal * FEATURE_SCALE]
+            if self.config.head == "distance":
+                parts += [log_distance(f_cur, f_goal), log_distance(f_cur, f_init), log_distance(f_init, f_goal)]
+            x = torch.cat(parts, dim=-1)
             for block in self.proj:
                 x = block(x)
             mu = self.fc_mu(x).squeeze(-1)

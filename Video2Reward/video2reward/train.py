@@ -35,7 +35,7 @@ from .data import DataError, VideoDataset, discover_trajectories, load_dataset
 from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json
 from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss, ranking_loss
-from .model import BACKBONES, ProgressModel, autocast
+from .model import BACKBONES, HEAD_INPUTS, ProgressModel, autocast
 from .triplets import TripletBatch, TripletSampler, parse_label_std
 
 RANK_WEIGHT = 100.0  # default weight of the order loss (shared-embedding batches); see docs/video2reward.md
@@ -52,6 +52,7 @@ class TrainConfig:
     cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
     backbone: str = "convnet_spatial"  # a key of video2reward.model.BACKBONES
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
+    head: str = "concat"  # head input, a key of video2reward.model.HEAD_INPUTS ("concat": the released layout)
     batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
     steps: int | None = 2000  # optimiser steps; None: derived from `epochs`
     epochs: float = 1.0  # used when steps is None; one epoch = one triplet per training frame
@@ -95,6 +96,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.label_std = parse_label_std(self.label_std)
+        if self.head not in HEAD_INPUTS:
+            raise ValueError(f"head must be one of {sorted(HEAD_INPUTS)}, got {self.head!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.sigma_power < 0:
@@ -117,10 +120,10 @@ class TrainConfig:
 # Named recipes; explicit flags override them. "metaworld-cpu" is TrainConfig's defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "metaworld-cpu": {},
-    "metaworld-paper": dict(backbone="resnet18_84", batch_size=256, steps=10_000, lr=5e-5, warmup_steps=500,
+    "metaworld-paper": dict(backbone="resnet18_84", head="concat", batch_size=256, steps=10_000, lr=5e-5, warmup_steps=500,
                             lr_schedule="constant", randomize=True, label_std="delta", grad_clip=1.0,
                             augmentation="metaworld", shared_embedding=False),
-    "epic": dict(backbone="resnet34_224", batch_size=256, lr=2e-4, lr_schedule="constant", label_std=0.1,
+    "epic": dict(backbone="resnet34_224", head="concat", batch_size=256, lr=2e-4, lr_schedule="constant", label_std=0.1,
                  negatives=True, augmentation="epic", grad_clip=0.0, shared_embedding=False, steps=None, epochs=100,
                  warmup_epochs=1.0, warmup_steps=None, balance_tasks=False),
 }
@@ -402,7 +405,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = ProgressModel(cfg.backbone, cfg.image_size, amp=cfg.amp, channels_last=cfg.amp).to(device)
+    model = ProgressModel(cfg.backbone, cfg.image_size, head=cfg.head, amp=cfg.amp, channels_last=cfg.amp).to(device)
     image_size = model.image_size
     train_set = _load_split(cfg, "train", image_size, info)
     test_set = _load_split(cfg, "test", image_size, info) if (cfg.final_eval or cfg.eval_every) else None
@@ -416,9 +419,10 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     if resume_from is not None:
         ckpt = read_checkpoint(resume_from)
         ckpt_cfg, state_dict = split_checkpoint(ckpt, str(resume_from))
-        if (ckpt_cfg.backbone, ckpt_cfg.image_size) != (model.config.backbone, image_size):
-            raise ValueError(f"{resume_from}: checkpoint is {ckpt_cfg.backbone} at {ckpt_cfg.image_size}px but the run "
-                             f"asks for {model.config.backbone} at {image_size}px")
+        if (ckpt_cfg.backbone, ckpt_cfg.image_size, ckpt_cfg.head) != (model.config.backbone, image_size, cfg.head):
+            raise ValueError(f"{resume_from}: checkpoint is {ckpt_cfg.backbone} at {ckpt_cfg.image_size}px with the "
+                             f"{ckpt_cfg.head!r} head but the run asks for {model.config.backbone} at {image_size}px "
+                             f"with the {cfg.head!r} head")
         load_state_dict_strict(model, state_dict, str(resume_from))
         if "optimizer" not in ckpt or "step" not in ckpt:
             raise ValueError(f"{resume_from}: has no optimizer/step state, cannot resume (it is a weights-only file)")
@@ -525,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", help="decoded-frame cache (default <data_path>/.v2r_cache)")
     p.add_argument("--backbone", help=f"{' | '.join(BACKBONES)} (default {d.backbone})")
     p.add_argument("--image_size", type=int, help="model input size (default: the backbone's)")
+    p.add_argument("--head", choices=sorted(HEAD_INPUTS), help="head input: concat = the three features (released layout); "
+                   f"distance = + their log distances (default {d.head})")
     p.add_argument("--batch_size", type=int, help=f"triplets per step per process (default {d.batch_size})")
     p.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps}); overrides --epochs")
     p.add_argument("--time_limit", type=float, help="stop training after this many minutes (then save and evaluate)")

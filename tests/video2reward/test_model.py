@@ -7,7 +7,7 @@ import torch
 
 from video2reward import CheckpointError, ProgressModel, load_reward_model, save_reward_model
 from video2reward.checkpoint import infer_config
-from video2reward.model import CONVNETS, ConvNet, gaussian_entropy
+from video2reward.model import CONVNETS, DISTANCE_EPS, HEAD_INPUTS, ConvNet, gaussian_entropy, log_distance
 
 # Names and shapes of the two released checkpoints (copied from the project's shared/ folder).
 KEYS = json.loads((Path(__file__).resolve().parents[1] / "data" / "upstream_checkpoint_keys.json").read_text())
@@ -191,3 +191,45 @@ def test_spatial_convnet_any_size(size):
     img[1, :, -q:, -q:] = 255
     f = model.encode(img)
     assert (f[0] - f[1]).norm() > 1e-3
+
+
+def test_log_distance_is_smooth_and_finite_at_equal_features():
+    a = torch.nn.functional.normalize(torch.randn(3, 128), dim=-1).requires_grad_()
+    d = log_distance(a, a.detach())
+    torch.testing.assert_close(d, torch.full((3, 1), math.log(DISTANCE_EPS)))
+    d.sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().max() == 0
+    b = torch.nn.functional.normalize(torch.randn(3, 128), dim=-1)
+    expected = 0.5 * torch.log((a.detach() - b).norm(dim=-1, keepdim=True) ** 2 + DISTANCE_EPS ** 2)
+    torch.testing.assert_close(log_distance(a.detach(), b), expected)
+
+
+def test_distance_head_uses_the_distances_and_round_trips(tmp_path):
+    """The "distance" head takes 3 extra inputs, is told apart from "concat" by its shapes in a bare
+    state dict, and its output depends on the log distances, not only on the concatenated features."""
+    torch.manual_seed(0)
+    model = ProgressModel("convnet_spatial", head="distance", amp=False)
+    assert model.proj[0].fc1.in_features == HEAD_INPUTS["distance"] == HEAD_INPUTS["concat"] + 3
+    f = torch.nn.functional.normalize(torch.randn(4, 128), dim=-1)
+    g = torch.nn.functional.normalize(torch.randn(4, 128), dim=-1)
+    base = model.head(f, g, f)[0]
+    with torch.no_grad():  # zero the weights of the three distance inputs: the output must move
+        model.proj[0].fc1.weight[:, -3:] = 0
+        model.proj[0].skip.weight[:, -3:] = 0
+    assert (model.head(f, g, f)[0] - base).abs().max() > 1e-4
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "bare.pth")
+    loaded = load_reward_model(tmp_path / "bare.pth", amp=False)
+    assert loaded.config.head == "distance" and loaded.config.backbone == "convnet_spatial"
+    a, b, c = frames(2), frames(2, seed=1), frames(2, seed=2)
+    torch.testing.assert_close(loaded.predict(a, b, c).loc, model.predict(a, b, c).loc)
+    ours = load_reward_model(save_reward_model(model, tmp_path / "ours.pth"), amp=False)
+    assert ours.config == model.config
+
+
+def test_unknown_head_is_named():
+    with pytest.raises(ValueError, match="unknown head 'sum'"):
+        ProgressModel("convnet", image_size=32, head="sum")
+    sd = ProgressModel("convnet_spatial").state_dict()
+    sd["proj.0.fc1.weight"] = torch.zeros(512, 390)
+    with pytest.raises(CheckpointError, match="takes 390 inputs"):
+        infer_config(sd)

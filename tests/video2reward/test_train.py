@@ -217,6 +217,18 @@ def test_rank_weight_adds_the_order_loss(demos, tmp_path):
         assert float(r["loss"]) == pytest.approx(expect, rel=1e-4)
 
 
+def test_head_flag_trains_and_guards_resume(demos, tmp_path):
+    assert config_from_args(["--data_path", "d", "--head", "distance"]).head == "distance"
+    for preset in ("metaworld-paper", "epic"):  # the released layouts keep the released head
+        assert config_from_args(["--data_path", "d", "--preset", preset]).head == "concat"
+    with pytest.raises(ValueError, match="head must be one of"):
+        TrainConfig(data_path="d", head="sum")
+    path = pretrain(tiny(demos, tmp_path / "h", head="distance", final_eval=False))
+    assert load_reward_model(path).config.head == "distance"
+    with pytest.raises(ValueError, match="with the 'distance' head but the run asks for .* with the 'concat' head"):
+        pretrain(tiny(demos, tmp_path / "h", head="concat", steps=3, final_eval=False, resume="auto"))
+
+
 def test_lr_warmup_then_constant():
     assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert lr_at(0, 2e-4, 0) == 2e-4
