@@ -52,7 +52,7 @@ class TrainConfig:
     cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
     backbone: str = "convnet_spatial"  # a key of video2reward.model.BACKBONES
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
-    head: str = "concat"  # head input, a key of video2reward.model.HEAD_INPUTS ("concat": the released layout)
+    head: str = "distance"  # head input, a key of video2reward.model.HEAD_INPUTS ("concat": the released layout)
     batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
     steps: int | None = 2000  # optimiser steps; None: derived from `epochs`
     epochs: float = 1.0  # used when steps is None; one epoch = one triplet per training frame

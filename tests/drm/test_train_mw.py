@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from video2reward import load_reward_model
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "DrM" / "train_mw.py"
 
@@ -42,6 +44,8 @@ def test_toy_pipeline_pretrains_trains_and_resumes_exactly(tmp_path):
     # first run: no demos, no checkpoint -> both are made, then RL; stops at 240 frames
     half, out = train(tmp_path, "resumed", *toy_overrides(tmp_path, 240))
     assert "not found" in out and (tmp_path / "reward" / "toy.pth").exists()
+    toy = load_reward_model(tmp_path / "reward" / "toy.pth").config  # the toy task's own pretrain settings
+    assert (toy.backbone, toy.head) == ("convnet", "concat")
     assert (tmp_path / "demos" / "toy-reach" / "train").is_dir()
     for name in ("train.csv", "eval.csv", "snapshot.pt", "learning_curve.png"):
         assert (half / name).exists(), name
@@ -81,3 +85,6 @@ def test_drawer_open_smoke_from_drm_dir(tmp_path):
     train_rows = rows(run_dir / "train.csv")
     assert any("refine_expert_loss" in r and r["refine_expert_loss"] for r in train_rows)
     assert any("dormant_ratio" in k for k in train_rows[-1])
+    # the pretrained reward model has the config's backbone and head (pretrain.backbone / .head)
+    reward = load_reward_model(tmp_path / "mw.pth")
+    assert (reward.config.backbone, reward.config.head) == ("convnet_spatial", "distance")

@@ -218,7 +218,9 @@ def test_rank_weight_adds_the_order_loss(demos, tmp_path):
 
 
 def test_head_flag_trains_and_guards_resume(demos, tmp_path):
-    assert config_from_args(["--data_path", "d", "--head", "distance"]).head == "distance"
+    # default: the distance head for the CPU preset, the released layout on request
+    assert TrainConfig(data_path="d").head == "distance"
+    assert config_from_args(["--data_path", "d", "--head", "concat"]).head == "concat"
     for preset in ("metaworld-paper", "epic"):  # the released layouts keep the released head
         assert config_from_args(["--data_path", "d", "--preset", preset]).head == "concat"
     with pytest.raises(ValueError, match="head must be one of"):
