@@ -79,7 +79,7 @@ def pretrain_reward_model(cfg: DictConfig, path: Path) -> Path:
     checkpoint = pretrain(TrainConfig(
         data_path=str(root), output_dir=str(out_dir), tasks=tasks, backbone=p.backbone, image_size=p.image_size,
         steps=p.steps, batch_size=p.batch_size, lr=p.lr, label_std=p.label_std, shift_pixels=p.shift_pixels,
-        rank_weight=p.get("rank_weight"), head=p.get("head", TrainConfig.head),
+        rank_weight=p.get("rank_weight"), head=p.head,
         seed=p.seed, amp=cfg.amp))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -96,8 +96,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.label_std = parse_label_std(self.label_std)
-        if self.head not in HEAD_INPUTS:
-            raise ValueError(f"head must be one of {sorted(HEAD_INPUTS)}, got {self.head!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.sigma_power < 0:
@@ -419,10 +417,8 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     if resume_from is not None:
         ckpt = read_checkpoint(resume_from)
         ckpt_cfg, state_dict = split_checkpoint(ckpt, str(resume_from))
-        if (ckpt_cfg.backbone, ckpt_cfg.image_size, ckpt_cfg.head) != (model.config.backbone, image_size, cfg.head):
-            raise ValueError(f"{resume_from}: checkpoint is {ckpt_cfg.backbone} at {ckpt_cfg.image_size}px with the "
-                             f"{ckpt_cfg.head!r} head but the run asks for {model.config.backbone} at {image_size}px "
-                             f"with the {cfg.head!r} head")
+        if ckpt_cfg != model.config:
+            raise ValueError(f"{resume_from}: checkpoint holds {ckpt_cfg} but the run builds {model.config}")
         load_state_dict_strict(model, state_dict, str(resume_from))
         if "optimizer" not in ckpt or "step" not in ckpt:
             raise ValueError(f"{resume_from}: has no optimizer/step state, cannot resume (it is a weights-only file)")
