@@ -1,7 +1,8 @@
 """Benchmark of the DrQ-v2 / DrM agent update and the replay buffer, as ratios in one run.
 
-- Agent update time (one ``agent.update`` at the given batch size, 84 px, hidden 1024): plain
-  fp32 vs bf16 autocast + channels_last encoder.
+- Agent update time (one ``agent.update`` at the given batch size, 84 px, hidden 1024), each
+  ``--precision`` side by side (default fp32 and bf16; the encoder's memory format is what
+  ``video2reward.precision`` chooses for that precision, channels_last on CPU).
 - Replay storage per transition: frames stored once vs the 9-channel stack of DrQ-v2 (stack per
   step, 63.5 KB at 84 px) and vs storing both obs and next_obs stacks (127 KB).
 - Replay sampling time at the batch size, with and without the n-step window frames.
@@ -20,6 +21,7 @@ import torch
 
 from drm.agents import DrQV2Agent
 from drm.replay_buffer import ReplayBuffer
+from video2reward.precision import add_precision_flag, hardware_summary, resolve_precision
 
 
 def fill_buffer(size: int, action_dim: int, episodes: int, length: int, seed: int = 0) -> ReplayBuffer:
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates per configuration first")
     parser.add_argument("--agents", nargs="+", default=["drqv2", "drm"], choices=["drqv2", "drm"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_precision_flag(parser, default=["fp32", "bf16"], compare=True)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is steadier on a busy CPU")
     args = parser.parse_args()
@@ -82,19 +85,24 @@ def main() -> None:
     sample_plain, sample_window = (float(np.median(sample_times[w])) for w in (False, True))
     batch = buffer.sample(bs, args.nstep, 0.97, window=False).to_torch(device)
 
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"batch={bs} image={size}px hidden={args.hidden_dim} nstep={args.nstep}")
-    print("\n== agent update (median s/update) ==")
-    print(f"{'agent':8s} {'fp32':>10s} {'bf16+CL':>10s} {'speed-up':>9s}")
+    print(hardware_summary())
+    print(f"device={device} torch={torch.__version__} batch={bs} image={size}px hidden={args.hidden_dim} "
+          f"nstep={args.nstep}")
+    precisions = {p.label: p for p in (resolve_precision(name, device) for name in args.precision)}
+    labels = list(precisions)
+    print("\n== agent update (median s/update; CL = channels_last) ==")
+    print(f"{'agent':8s}" + "".join(f"{label:>10s}" for label in labels)
+          + "".join(f"{f'{labels[0]}/{label}':>20s}" for label in labels[1:]))
     for name in args.agents:
         agents = {}
-        for label, fast in (("fp32", False), ("bf16+CL", True)):
+        for label, p in precisions.items():
             torch.manual_seed(0)
             agents[label] = DrQV2Agent((9, size, size), (args.action_dim,), device, hidden_dim=args.hidden_dim,
-                                       use_drm=name == "drm", amp=fast, channels_last=fast, num_expl_steps=0)
+                                       use_drm=name == "drm", amp=p.amp, channels_last=p.channels_last,
+                                       num_expl_steps=0)
         results = time_updates(agents, batch, args.iters, args.warmup, device)
-        print(f"{name:8s} {results['fp32']:10.3f} {results['bf16+CL']:10.3f} "
-              f"{results['fp32'] / results['bf16+CL']:8.2f}x")
+        print(f"{name:8s}" + "".join(f"{results[label]:10.3f}" for label in labels)
+              + "".join(f"{results[labels[0]] / results[label]:19.2f}x" for label in labels[1:]))
 
     frame_bytes = 3 * size * size
     stack_bytes = 3 * frame_bytes

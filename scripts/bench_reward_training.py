@@ -1,6 +1,7 @@
 """Reward-model training throughput: per-triplet vs shared-embedding batches, fp32 vs bf16.
 
     python scripts/bench_reward_training.py [--backbone convnet] [--image_size 84] [--batch_size 256]
+    python scripts/bench_reward_training.py --precision fp32 auto    # what a run picks here vs fp32
 
 Every variant runs the real training step (sampling, augmentation, forward, backward, AdamW) on
 the same synthetic trajectories; steps of the variants are interleaved so that load from other
@@ -16,6 +17,7 @@ import torch
 
 from video2reward.data import VideoDataset
 from video2reward.model import ProgressModel
+from video2reward.precision import add_precision_flag, hardware_summary, resolve_precision
 from video2reward.train import ProgressObjective, TrainConfig, prepare_batch, train_step
 from video2reward.triplets import TripletSampler
 
@@ -30,6 +32,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="timed steps per variant (after one warm-up step)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="time without augmentation")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    add_precision_flag(p, default=["fp32", "bf16"], compare=True)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -40,31 +43,33 @@ def main() -> None:
     dataset = VideoDataset.from_trajectories(trajs, [f"task{i % 6}" for i in range(24)])
     device = torch.device("cpu")
 
+    precisions = {q.label: q for q in (resolve_precision(name, device) for name in args.precision)}
     variants = {}
     for shared in (False, True):
-        for amp in (False, True):
+        for label, precision in precisions.items():
             cfg = TrainConfig(data_path="synthetic", backbone=args.backbone, image_size=s, batch_size=args.batch_size,
-                              shared_embedding=shared, amp=amp, augment=args.augment,
+                              shared_embedding=shared, precision=precision.name, augment=args.augment,
                               frames_per_traj=args.frames_per_traj, trajs_per_batch=args.trajs_per_batch)
             torch.manual_seed(0)
-            model = ProgressModel(args.backbone, s, amp=amp, channels_last=amp)
+            model = ProgressModel(args.backbone, s, amp=precision.amp, channels_last=precision.channels_last)
             sampler = TripletSampler(dataset, cfg.batch_size, cfg.randomize, None, cfg.label_std, shared,
                                      cfg.frames_per_traj, cfg.trajs_per_batch)
-            name = f"{'shared-embedding' if shared else 'per-triplet':<16} {'bf16+CL' if amp else 'fp32':<7}"
-            variants[name] = dict(cfg=cfg, objective=ProgressObjective(model), sampler=sampler,
+            name = f"{'shared-embedding' if shared else 'per-triplet':<16} {label:<7}"
+            variants[name] = dict(cfg=cfg, objective=ProgressObjective(model), sampler=sampler, amp=precision.amp,
                                   optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4), times=[], frames=0)
 
     for step in range(args.steps + 1):
         for v in variants.values():
             t0 = time.perf_counter()
             batch = prepare_batch(v["sampler"], step, 0, v["cfg"], s)
-            train_step(v["objective"], v["optimizer"], batch, v["cfg"], device)
+            train_step(v["objective"], v["optimizer"], batch, v["cfg"], device, v["amp"])
             if step > 0:  # the first step warms up allocators and kernels
                 v["times"].append(time.perf_counter() - t0)
             v["frames"] = batch.flat_frames.shape[0]
 
+    print(hardware_summary())
     print(f"backbone {args.backbone} @ {s}px, {args.batch_size} triplets/step, augment={args.augment}, "
-          f"{torch.get_num_threads()} threads, median of {args.steps} steps")
+          f"median of {args.steps} steps; CL = channels_last")
     print(f"{'variant':<25} {'s/step':>8} {'triplets/s':>11} {'frames/step':>12} {'vs per-triplet fp32':>20}")
     base = None
     for name, v in variants.items():
@@ -74,8 +79,13 @@ def main() -> None:
         print(f"{name:<25} {t:>8.3f} {rate:>11.1f} {v['frames']:>12d} {rate / base:>19.2f}x")
     names = list(variants)
     med = {n: sorted(variants[n]["times"])[len(variants[n]["times"]) // 2] for n in names}
-    print(f"bf16 speed-up: per-triplet {med[names[0]] / med[names[1]]:.2f}x, shared {med[names[2]] / med[names[3]]:.2f}x; "
-          f"shared-embedding speed-up: fp32 {med[names[0]] / med[names[2]]:.2f}x, bf16 {med[names[1]] / med[names[3]]:.2f}x")
+    k = len(precisions)
+    labels = list(precisions)
+    for j in range(1, k):
+        print(f"{labels[j]} vs {labels[0]}: per-triplet {med[names[0]] / med[names[j]]:.2f}x, "
+              f"shared {med[names[k]] / med[names[k + j]]:.2f}x")
+    print("shared-embedding speed-up: " + ", ".join(f"{labels[j]} {med[names[j]] / med[names[k + j]]:.2f}x"
+                                                   for j in range(k)))
 
 
 if __name__ == "__main__":

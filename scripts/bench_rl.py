@@ -1,7 +1,8 @@
-"""Where an RL agent step's time goes, measured in one run with bf16+channels_last on and off.
+"""Where an RL agent step's time goes, measured in one run for each precision (default fp32 and bf16).
 
     python scripts/bench_rl.py                       # drawer-open, 84 px, batch 256, convnet reward
     python scripts/bench_rl.py --backbone resnet18_84 --steps 300
+    python scripts/bench_rl.py --task toy-reach --image_size 32 --batch_size 128 --nstep 3 --precision fp32
 
 For each precision it runs the real workspace (seed phase, then updates every 2 steps, push-back
 refinement every 100 steps) and prints the seconds per agent step spent in env stepping + rendering,
@@ -24,22 +25,24 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 import drm  # noqa: E402
 from drm.workspace import Workspace  # noqa: E402
 from video2reward import ProgressModel, save_reward_model  # noqa: E402
+from video2reward.precision import add_precision_flag, hardware_summary, resolve_precision  # noqa: E402
 
 PHASES = ("env", "reward", "sample", "relabel", "update", "refine", "act")
 
 
-def run(args: argparse.Namespace, amp: bool, tmp: Path) -> dict[str, float]:
+def run(args: argparse.Namespace, precision: str, tmp: Path) -> dict[str, float]:
     overrides = [
-        f"task={args.task}", f"agent={args.agent}", f"amp={str(amp).lower()}", f"batch_size={args.batch_size}",
+        f"task={args.task}", f"agent={args.agent}", f"precision={precision}", f"batch_size={args.batch_size}",
         f"num_seed_frames={2 * args.seed_steps}", f"agent.num_expl_steps={args.seed_steps}",
         f"num_train_frames={2 * (args.seed_steps + args.steps)}", "eval_every_frames=100000000",
         "num_eval_episodes=0", "save_snapshot=false", "save_video=false", f"log_every_frames={2 * args.seed_steps}",
         f"reward.checkpoint={tmp / 'reward.pth'}", f"exp_data_path={tmp / 'demos'}", "demos.num_train=2",
         "demos.num_test=0", "demos.keep_failures=true", f"nstep={args.nstep}", f"reward.relabel={args.relabel}",
+        f"image_size={args.image_size}", f"num_threads={args.threads}",
     ]
     with initialize_config_dir(config_dir=str(drm.DRM_ROOT / "cfgs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    run_dir = tmp / f"run_amp{int(amp)}"
+    run_dir = tmp / f"run_{precision}"
     workspace = Workspace(cfg, run_dir)
     workspace.train()
     with open(run_dir / "train.csv", newline="") as f:
@@ -61,24 +64,30 @@ def main() -> None:
     parser.add_argument("--seed_steps", type=int, default=100)
     parser.add_argument("--nstep", type=int, default=3)
     parser.add_argument("--relabel", default="window")
+    parser.add_argument("--image_size", type=int, default=84)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the run (default 1)")
+    add_precision_flag(parser, default=["fp32", "bf16"], compare=True)
     args = parser.parse_args()
+    labels = {name: resolve_precision(name).label for name in args.precision}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        save_reward_model(ProgressModel(args.backbone, image_size=84), tmp / "reward.pth")
-        results = {amp: run(args, amp, tmp) for amp in (False, True)}
-    fp32, bf16 = results[False], results[True]
-    print(f"\n{args.task}, {args.agent}, reward {args.backbone}, batch {args.batch_size}, nstep {args.nstep}, "
-          f"relabel {args.relabel}: seconds per agent step after the seed phase")
-    print(f"{'phase':<10}{'fp32':>10}{'bf16+CL':>10}{'speed-up':>10}")
-    for p in PHASES:
-        ratio = fp32[p] / bf16[p] if bf16[p] > 0 else float("nan")
-        print(f"{p:<10}{fp32[p]:>10.4f}{bf16[p]:>10.4f}{ratio:>9.2f}x")
-    tot32, tot16 = sum(fp32[p] for p in PHASES), sum(bf16[p] for p in PHASES)
-    print(f"{'total':<10}{tot32:>10.4f}{tot16:>10.4f}{tot32 / tot16:>9.2f}x")
-    stack = 9 * 84 * 84
-    print(f"\nreplay: {fp32['bytes_per_transition']:.0f} bytes/transition vs {stack} for DrQ-v2's 9-channel "
-          f"stack ({stack / fp32['bytes_per_transition']:.1f}x less; {2 * stack / fp32['bytes_per_transition']:.1f}x "
-          f"if obs and next_obs are both stored)")
+        save_reward_model(ProgressModel(args.backbone, image_size=args.image_size), tmp / "reward.pth")
+        results = {name: run(args, name, tmp) for name in args.precision}
+    print(f"\n{hardware_summary(args.threads)}")
+    print(f"{args.task}, {args.agent}, reward {args.backbone} at {args.image_size}px, batch {args.batch_size}, "
+          f"nstep {args.nstep}, relabel {args.relabel}: seconds per agent step after the seed phase (CL = channels_last)")
+    first = args.precision[0]
+    print(f"{'phase':<10}" + "".join(f"{labels[n]:>10}" for n in args.precision)
+          + "".join(f"{f'{labels[first]}/{labels[n]}':>18}" for n in args.precision[1:]))
+    totals = {n: sum(results[n][p] for p in PHASES) for n in args.precision}
+    for p in (*PHASES, "total"):
+        row = {n: (totals[n] if p == "total" else results[n][p]) for n in args.precision}
+        print(f"{p:<10}" + "".join(f"{row[n]:>10.4f}" for n in args.precision)
+              + "".join(f"{row[first] / row[n] if row[n] > 0 else float('nan'):>17.2f}x" for n in args.precision[1:]))
+    bpt = results[first]["bytes_per_transition"]
+    stack = 9 * args.image_size ** 2
+    print(f"\nreplay: {bpt:.0f} bytes/transition vs {stack} for DrQ-v2's 9-channel "
+          f"stack ({stack / bpt:.1f}x less; {2 * stack / bpt:.1f}x if obs and next_obs are both stored)")
 
 
 if __name__ == "__main__":

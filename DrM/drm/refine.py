@@ -45,7 +45,7 @@ class PushBackRefiner:
     """Owns the reward model's refinement optimiser; :meth:`update` is one refinement step."""
 
     def __init__(self, model: ProgressModel, expert: VideoDataset, config: RefineConfig = RefineConfig(),
-                 amp: bool = True, seed: int = 0) -> None:
+                 amp: bool = False, seed: int = 0) -> None:
         if len(expert) == 0:
             raise ValueError("push-back refinement needs at least one expert trajectory")
         if expert.image_size != model.image_size:

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from video2reward import ProgressModel, load_reward_model
+from video2reward.precision import Precision
 from video2reward.data import VideoDataset, load_dataset
 
 from .demos import DemoSettings, check_demo_settings, generate_demos
@@ -55,20 +56,21 @@ def load_expert_demos(cfg: DictConfig, image_size: int) -> VideoDataset:
     return load_dataset(root, split="train", image_size=image_size, tasks=[cfg.task_name])
 
 
-def resolve_reward_model(cfg: DictConfig, device: torch.device) -> ProgressModel:
+def resolve_reward_model(cfg: DictConfig, device: torch.device, precision: Precision) -> ProgressModel:
     source = str(cfg.reward.checkpoint)
     path = Path(source)
     if not source.startswith("hf://") and not path.exists():
         banner(f"reward checkpoint {path} not found: pretraining one from expert demos in {cfg.exp_data_path} "
                f"(backbone {cfg.pretrain.backbone}, {cfg.pretrain.steps} steps). To use the released weights "
                f"instead: python scripts/download_pretrained.py")
-        pretrain_reward_model(cfg, path)
-    model = load_reward_model(source, device=device, alpha=cfg.reward.alpha, amp=cfg.amp, channels_last=cfg.amp)
+        pretrain_reward_model(cfg, path, precision)
+    model = load_reward_model(source, device=device, alpha=cfg.reward.alpha, amp=precision.amp,
+                              channels_last=precision.channels_last)
     print(f"reward model: {model.config.backbone} at {model.image_size}px from {source}", flush=True)
     return model
 
 
-def pretrain_reward_model(cfg: DictConfig, path: Path) -> Path:
+def pretrain_reward_model(cfg: DictConfig, path: Path, precision: Precision) -> Path:
     """Multi-task pretraining on ``pretrain.tasks`` + the run's task; the result is saved at ``path``."""
     from video2reward.train import TrainConfig, pretrain
 
@@ -80,7 +82,7 @@ def pretrain_reward_model(cfg: DictConfig, path: Path) -> Path:
         data_path=str(root), output_dir=str(out_dir), tasks=tasks, backbone=p.backbone, image_size=p.image_size,
         steps=p.steps, batch_size=p.batch_size, lr=p.lr, label_std=p.label_std, shift_pixels=p.shift_pixels,
         rank_weight=p.get("rank_weight"), head=p.head,
-        seed=p.seed, amp=cfg.amp))
+        seed=p.seed, precision=precision.name))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     shutil.copyfile(checkpoint, tmp)

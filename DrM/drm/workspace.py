@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from video2reward import ProgressModel
 from video2reward.io import atomic_torch_save
+from video2reward.precision import resolve_precision
 
 from .envs import make_env
 from .logger import Logger, MeterGroup
@@ -89,9 +90,11 @@ class Workspace:
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision if cfg.get("amp") is None else cfg.amp, self.device)
+        print(self.precision.describe(), flush=True)
         self.reward_model: ProgressModel | None = None
         if cfg.reward_model == "ours":  # first: it may pretrain, which must not shift this run's RNG streams
-            self.reward_model = resolve_reward_model(cfg, self.device)
+            self.reward_model = resolve_reward_model(cfg, self.device, self.precision)
             if self.reward_model.image_size != cfg.image_size:
                 raise ValueError(f"reward model takes {self.reward_model.image_size}px frames but image_size="
                                  f"{cfg.image_size}; set image_size to match the checkpoint")
@@ -105,7 +108,8 @@ class Workspace:
         obs_shape = self.train_env.observation_space.shape
         action_shape = self.train_env.action_space.shape
         agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
-        agent_cfg.update(obs_shape=list(obs_shape), action_shape=list(action_shape), device=str(self.device))
+        agent_cfg.update(obs_shape=list(obs_shape), action_shape=list(action_shape), device=str(self.device),
+                         amp=self.precision.amp, channels_last=self.precision.channels_last)
         self.agent = hydra.utils.instantiate(agent_cfg)
         self.replay = ReplayBuffer(cfg.replay_buffer_size, (3, cfg.image_size, cfg.image_size), action_shape,
                                    frame_stack=cfg.frame_stack, rng=cfg.seed)
@@ -120,7 +124,7 @@ class Workspace:
                 self.refiner = PushBackRefiner(self.reward_model, expert, RefineConfig(
                     lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
                     expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
-                    crop_scale=tuple(fc.crop_scale), clip_grad=fc.clip_grad), amp=cfg.amp, seed=cfg.seed)
+                    crop_scale=tuple(fc.crop_scale), clip_grad=fc.clip_grad), amp=self.precision.amp, seed=cfg.seed)
 
         self.logger = Logger(self.run_dir)
         self.video = VideoRecorder(self.run_dir / "eval_video" if cfg.save_video else None)

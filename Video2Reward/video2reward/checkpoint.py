@@ -22,6 +22,7 @@ import torch
 
 from .io import atomic_torch_save
 from .model import BACKBONES, CONVNETS, HEAD_INPUTS, ConvNet, ModelConfig, ProgressModel
+from .precision import resolve_precision
 
 FORMAT = "progressor"
 FORMAT_VERSION = 1
@@ -133,12 +134,18 @@ def load_state_dict_strict(model: ProgressModel, state_dict: Mapping[str, torch.
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_reward_model(source: str | os.PathLike, device: str | torch.device = "cpu", **model_kwargs: Any) -> ProgressModel:
+def load_reward_model(source: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
+                      **model_kwargs: Any) -> ProgressModel:
     """A ready :class:`ProgressModel` (eval mode) from a file path or ``hf://owner/repo[@revision]/file``.
 
-    Reads our format and both released formats. ``model_kwargs`` (``amp``, ``channels_last``,
-    ``alpha``, ``image_size``) override the stored configuration.
+    Reads our format and both released formats. Inference runs in ``precision`` (default ``fp32``:
+    exact, the released code's numbers; ``auto`` / ``bf16``: see :mod:`video2reward.precision`).
+    ``model_kwargs`` (``amp``, ``channels_last``, ``alpha``, ``image_size``) override the stored
+    configuration and the precision's choices.
     """
+    chosen = resolve_precision(precision, device)
+    model_kwargs.setdefault("amp", chosen.amp)
+    model_kwargs.setdefault("channels_last", chosen.channels_last)
     source = str(source)
     if source.startswith("hf://"):
         from .hub import resolve

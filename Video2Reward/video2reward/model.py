@@ -175,11 +175,13 @@ class ProgressModel(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet18_84", image_size: int | None = None, alpha: float = 0.4,
-                 proj_hidden: int | None = None, head: str = "concat", amp: bool = True,
+                 proj_hidden: int | None = None, head: str = "concat", amp: bool = False,
                  channels_last: bool = True) -> None:
         super().__init__()
         self.config = ModelConfig(backbone, image_size, alpha, proj_hidden, head)
-        self.amp = amp  # bf16 autocast in the inference methods (training code sets its own)
+        # bf16 autocast in the inference methods; off by default so scores are exact (fp32). Training
+        # code sets its own; video2reward.precision decides where bf16 pays.
+        self.amp = amp
         self.channels_last = channels_last
         self.model = build_backbone(backbone)
         hidden = self.config.proj_hidden
@@ -252,7 +254,7 @@ class ProgressModel(nn.Module):
     # ------------------------------------------------------------------ inference path
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
-        """Eval mode (BatchNorm running stats), no grad and bf16 autocast; restores the mode after."""
+        """Eval mode (BatchNorm running stats), no grad, bf16 autocast if ``amp``; restores the mode after."""
         was_training = self.training
         self.eval()
         try:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, load_image, natural_key
 from .evaluate import spearman
 from .model import ProgressModel
+from .precision import add_precision_flag, resolve_precision
 
 DEFAULT_FPS = 10.0  # output video rate for image folders (videos keep their own rate)
 DISPLAY_SIZE = 256  # side of the frame panel in the output video
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", action="store_true", help="also write progress.mp4 (frames beside the curve)")
     parser.add_argument("--batch_size", type=int, default=64, help="frames encoded per forward pass")
     parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    add_precision_flag(parser, default="fp32")  # fp32: exact scores, the released code's numbers
     parser.add_argument("--alpha", type=float, default=None,
                         help="entropy weight of the reward mu - alpha * H (default: the model's, 0.4)")
     parser.add_argument("--fps", type=float, default=None,
@@ -291,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        model = load_reward_model(args.checkpoint, device=device)
+        precision = resolve_precision(args.precision, device)
+        print(precision.describe())
+        model = load_reward_model(args.checkpoint, device=device, precision=args.precision)
         curve = score_video(args.source, model, args.out, init=args.init, goal=args.goal, video=args.video,
                             batch_size=args.batch_size, alpha=args.alpha, fps=args.fps)
     except (CheckpointError, DataError, HubError, FileNotFoundError) as exc:

@@ -36,6 +36,7 @@ from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json
 from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss, ranking_loss
 from .model import BACKBONES, HEAD_INPUTS, ProgressModel, autocast
+from .precision import PRECISIONS, add_precision_flag, resolve_precision
 from .triplets import TripletBatch, TripletSampler, parse_label_std
 
 RANK_WEIGHT = 100.0  # default weight of the order loss (shared-embedding batches); see docs/video2reward.md
@@ -79,7 +80,7 @@ class TrainConfig:
     frames_per_traj: int = 16  # shared embedding: K frames encoded per trajectory
     trajs_per_batch: int = 16  # shared embedding: trajectories per step (batch_size triplets spread over them)
     balance_tasks: bool = True  # draw a task uniformly, then one of its trajectories
-    amp: bool = True  # bf16 autocast + channels_last (off: --no_amp)
+    precision: str = "auto"  # auto (bf16 only where the hardware runs it natively) | bf16 | fp32 (--no_amp)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 1  # background processes preparing (sampling + augmenting) batches; 0 = inline
@@ -111,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.normalize_prediction:
             raise ValueError("normalize_prediction=False is not supported: progress labels are fractions in [0, 1]")
 
@@ -170,8 +173,8 @@ def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfi
 
 
 def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: TripletBatch, cfg: TrainConfig,
-               device: torch.device) -> dict[str, float]:
-    """One AdamW step on a (prepared) batch; returns scalar metrics."""
+               device: torch.device, amp: bool = False) -> dict[str, float]:
+    """One AdamW step on a (prepared) batch, under bf16 autocast if ``amp``; returns scalar metrics."""
     batch = batch.to(device)
     b = batch.init.shape[0]
     init, current, goal = batch.init, batch.current, batch.goal
@@ -185,7 +188,7 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: Tr
         current = torch.cat([current, torch.arange(g * k, device=device)])
         goal = torch.cat([goal, first + k - 1])
     objective.train()
-    with autocast(device, cfg.amp):
+    with autocast(device, amp):
         mu, sigma = objective(batch.flat_frames, init, current, goal)
     loss = progress_kl_loss(mu[:b], sigma[:b], batch.label_mean, batch.label_std, cfg.sigma_power)
     kl = progress_kl_loss(mu[:b].detach(), sigma[:b].detach(), batch.label_mean, batch.label_std) \
@@ -403,7 +406,11 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = ProgressModel(cfg.backbone, cfg.image_size, head=cfg.head, amp=cfg.amp, channels_last=cfg.amp).to(device)
+    precision = resolve_precision(cfg.precision, device)
+    if info.is_main:
+        print(f"[video2reward] {precision.describe()}", flush=True)
+    model = ProgressModel(cfg.backbone, cfg.image_size, head=cfg.head, amp=precision.amp,
+                          channels_last=precision.channels_last).to(device)
     image_size = model.image_size
     train_set = _load_split(cfg, "train", image_size, info)
     test_set = _load_split(cfg, "test", image_size, info) if (cfg.final_eval or cfg.eval_every) else None
@@ -441,7 +448,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
         print(f"[video2reward] train: {train_set}; test: {test_set if test_set is not None else 'none'}")
         print(f"[video2reward] {total_steps} steps x {cfg.batch_size} triplets x {info.world_size} process(es) "
               f"({steps_per_epoch} steps/epoch), {cfg.backbone} at {image_size}px on {device}, "
-              f"{'shared-embedding' if cfg.shared_embedding else 'per-triplet'} batches, amp={cfg.amp}")
+              f"{'shared-embedding' if cfg.shared_embedding else 'per-triplet'} batches, {precision.name}")
 
     def save(path: Path) -> None:
         save_reward_model(model, path, optimizer=optimizer.state_dict(), step=step, rng=_rng_state(device),
@@ -458,7 +465,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
             lr = lr_at(step, cfg.lr, warmup, total_steps, cfg.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            metrics = train_step(objective, optimizer, batch, cfg, device)
+            metrics = train_step(objective, optimizer, batch, cfg, device, precision.amp)
             step += 1
             bar.update(1)
             for key, value in metrics.items():
@@ -559,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames_per_traj", type=int, help=f"shared embedding: frames per trajectory K (default {d.frames_per_traj})")
     p.add_argument("--trajs_per_batch", type=int, help=f"shared embedding: trajectories per step (default {d.trajs_per_batch})")
     p.add_argument("--balance_tasks", action=bool_flag, help=f"draw tasks uniformly, then trajectories (default {d.balance_tasks})")
-    p.add_argument("--no_amp", dest="amp", action="store_false", help="disable bf16 autocast and channels_last")
+    add_precision_flag(p, default=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help=f"seed of model init and batch sampling (default {d.seed})")
     p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N (default {d.device})")
     p.add_argument("--num_workers", type=int, help=f"batch-preparing worker processes, 0 = inline (default {d.num_workers})")

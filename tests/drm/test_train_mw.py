@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from video2reward import load_reward_model
+from video2reward.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "DrM" / "train_mw.py"
@@ -44,6 +45,7 @@ def test_toy_pipeline_pretrains_trains_and_resumes_exactly(tmp_path):
     # first run: no demos, no checkpoint -> both are made, then RL; stops at 240 frames
     half, out = train(tmp_path, "resumed", *toy_overrides(tmp_path, 240))
     assert "not found" in out and (tmp_path / "reward" / "toy.pth").exists()
+    assert f"precision: {resolve_precision('auto').name} (auto: " in out  # chosen by the hardware, said once
     toy = load_reward_model(tmp_path / "reward" / "toy.pth").config  # the toy task's own pretrain settings
     assert (toy.backbone, toy.head) == ("convnet", "concat")
     assert (tmp_path / "demos" / "toy-reach" / "train").is_dir()
@@ -79,7 +81,8 @@ def test_drawer_open_smoke_from_drm_dir(tmp_path):
                          "finetune.replay_batch_size=2", f"reward.checkpoint={tmp_path / 'mw.pth'}",
                          f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[drawer-open]",
                          "demos.num_train=1", "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
-                         "num_threads=1", "save_video=false", cwd=ROOT / "DrM")
+                         "num_threads=1", "save_video=false", "amp=false", cwd=ROOT / "DrM")
+    assert "precision: fp32 (requested)" in out  # the legacy amp=false switch
     evals = rows(run_dir / "eval.csv")
     assert [int(float(r["frame"])) for r in evals] == [0, 120]
     train_rows = rows(run_dir / "train.csv")

@@ -84,14 +84,10 @@ def test_bad_files(tmp_path):
 
 def test_save_load_round_trip(tmp_path, small):
     path = save_reward_model(small, tmp_path / "m.pth", step=12)
-    loaded = load_reward_model(path, amp=False)
-    assert loaded.config == small.config
+    loaded = load_reward_model(path)
+    assert loaded.config == small.config and not loaded.amp, "inference must default to fp32"
     a, b, c = frames(3, 48), frames(3, 48, 1), frames(3, 48, 2)
-    small.amp = False
-    try:
-        torch.testing.assert_close(loaded.predict(a, b, c).loc, small.predict(a, b, c).loc)
-    finally:
-        small.amp = True
+    torch.testing.assert_close(loaded.predict(a, b, c).loc, small.predict(a, b, c).loc)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]
 
 
@@ -107,24 +103,20 @@ def test_input_contract(small):
 
 def test_predict_reward_and_cached_head_agree(small):
     a, b, c = frames(4, 48), frames(4, 48, 1), frames(4, 48, 2)
-    small.amp = False
-    try:
-        dist = small.predict(a, b, c)
-        assert dist.batch_shape == (4,) and (dist.scale > 0).all()
-        feats = small.encode(torch.cat([a, b, c]))
-        assert feats.shape == (12, 128)
-        torch.testing.assert_close(feats.norm(dim=-1), torch.ones(12))
-        # init/goal cached once, broadcast against a batch of current frames
-        cached = small.predict_from_features(feats[0], feats[4:8], feats[8])
-        ref = small.predict(a[:1].expand(4, -1, -1, -1), b, c[:1].expand(4, -1, -1, -1))
-        torch.testing.assert_close(cached.loc, ref.loc, atol=1e-5, rtol=1e-5)
-        r = small.reward(a, b, c)
-        torch.testing.assert_close(r, dist.loc - 0.4 * dist.entropy(), atol=1e-5, rtol=1e-5)
-        r2 = small.reward(a, b, c, alpha=2.0)
-        torch.testing.assert_close(r2, dist.loc - 2.0 * dist.entropy(), atol=1e-5, rtol=1e-5)
-        assert not torch.allclose(r, r2)
-    finally:
-        small.amp = True
+    dist = small.predict(a, b, c)
+    assert dist.batch_shape == (4,) and (dist.scale > 0).all()
+    feats = small.encode(torch.cat([a, b, c]))
+    assert feats.shape == (12, 128)
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(12))
+    # init/goal cached once, broadcast against a batch of current frames
+    cached = small.predict_from_features(feats[0], feats[4:8], feats[8])
+    ref = small.predict(a[:1].expand(4, -1, -1, -1), b, c[:1].expand(4, -1, -1, -1))
+    torch.testing.assert_close(cached.loc, ref.loc, atol=1e-5, rtol=1e-5)
+    r = small.reward(a, b, c)
+    torch.testing.assert_close(r, dist.loc - 0.4 * dist.entropy(), atol=1e-5, rtol=1e-5)
+    r2 = small.reward(a, b, c, alpha=2.0)
+    torch.testing.assert_close(r2, dist.loc - 2.0 * dist.entropy(), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(r, r2)
 
 
 def test_inference_uses_eval_mode_and_restores(small):
@@ -150,12 +142,18 @@ def test_softplus_sigma_is_safe():
 
 
 def test_bf16_close_to_fp32(small):
+    """bf16 autocast (``--precision bf16``) moves mu by at most 0.02 here (bf16 keeps 8 bits of
+    mantissa; the head runs in fp32). Inference defaults to fp32, so this is opt-in."""
     a, b, c = frames(4, 48), frames(4, 48, 1), frames(4, 48, 2)
-    small.amp = False
-    ref = small.predict(a, b, c).loc
+    assert not small.amp
+    ref = small.predict(a, b, c)
     small.amp = True
-    fast = small.predict(a, b, c).loc
-    assert (fast - ref).abs().max() < 0.1 * (ref.abs().max() + 1)
+    try:
+        fast = small.predict(a, b, c)
+    finally:
+        small.amp = False
+    assert (fast.loc - ref.loc).abs().max() < 0.02
+    assert ((fast.scale - ref.scale).abs() / ref.scale).max() < 0.05
 
 
 @pytest.mark.parametrize("backbone", sorted(CONVNETS))

@@ -16,6 +16,7 @@ from video2reward import load_reward_model
 from video2reward.data import VideoDataset
 from video2reward.evaluate import evaluate, plot_progress, rankdata, spearman
 from video2reward.model import ProgressModel
+from video2reward.precision import resolve_precision
 from video2reward import augment as aug
 from video2reward.train import PRESETS, RANK_WEIGHT, TrainConfig, augmentation_config, config_from_args, lr_at, main, pretrain
 
@@ -64,10 +65,11 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("shared,amp", [(True, True), (False, False)])
-def test_pretrain_writes_loadable_checkpoint_logs_and_metrics(demos, tmp_path, shared, amp):
+@pytest.mark.parametrize("shared,precision", [(True, "bf16"), (False, "auto")])
+def test_pretrain_writes_loadable_checkpoint_logs_and_metrics(demos, tmp_path, shared, precision, capsys):
     out = tmp_path / "run"
-    path = pretrain(tiny(demos, out, shared_embedding=shared, amp=amp, negatives=True))
+    path = pretrain(tiny(demos, out, shared_embedding=shared, precision=precision, negatives=True))
+    assert f"precision: {resolve_precision(precision).name} (" in capsys.readouterr().out
     assert path == out / "checkpoint_last.pth"
     model = load_reward_model(path)
     assert model.config.backbone == "convnet" and model.image_size == SIZE
@@ -82,7 +84,7 @@ def test_pretrain_writes_loadable_checkpoint_logs_and_metrics(demos, tmp_path, s
     assert (out / "progress.png").stat().st_size > 1000
     rows = read_csv(out / "train_log.csv")
     assert [r["step"] for r in rows] == ["1", "2"] and "kl_negative" in rows[0]
-    assert json.loads((out / "config.json").read_text())["amp"] is amp
+    assert json.loads((out / "config.json").read_text())["precision"] == precision
     assert any((out / "tb").iterdir())
 
 
@@ -165,7 +167,11 @@ def test_config_from_args_presets_and_overrides():
     epochs = config_from_args(["--data_path", "d", "--epochs", "3", "--warmup_epochs", "0.5", "--label_std", "0.1",
                                "--no_amp", "--no-shared_embedding", "--resume"])
     assert epochs.steps is None and epochs.warmup_steps is None and epochs.epochs == 3 and epochs.label_std == 0.1
-    assert not epochs.amp and not epochs.shared_embedding and epochs.resume == "auto"
+    assert epochs.precision == "fp32" and not epochs.shared_embedding and epochs.resume == "auto"
+    assert cfg.precision == "auto"
+    assert config_from_args(["--data_path", "d", "--precision", "bf16"]).precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(data_path="d", precision="fp16")
     assert PRESETS["epic"]["negatives"] and config_from_args(["--data_path", "d", "--preset", "epic"]).label_std == 0.1
     with pytest.raises(SystemExit):
         config_from_args(["--data_path", "d", "--label_std", "wide"])

@@ -88,7 +88,7 @@ class DrQV2Agent:
                  dormant_temp: float = 10.0, perturb_every: int = 100_000,
                  perturb_rate: float = 2.0, min_perturb_factor: float = 0.2,
                  max_perturb_factor: float = 0.95, perturb_encoder: bool = False,
-                 amp: bool = True, channels_last: bool = True) -> None:
+                 amp: bool = False, channels_last: bool = True) -> None:
         self.device = torch.device(device)
         self.action_dim = int(action_shape[0])
         self.critic_target_tau = critic_target_tau
