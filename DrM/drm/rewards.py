@@ -10,7 +10,9 @@ Relabel modes (``reward_model=ours``):
 
 ``window``  (default) every step of the n-step window is rescored with the current model, on the
             newest frame of that step (``o_{t+1} .. o_{t+n}``), and the rewards summed with discount:
-            ``R = sum_i gamma^i r(o_init, o_{t+1+i}, o_goal)``.
+            ``R = sum_i gamma^i r(o_init, o_{t+1+i}, o_goal)``. A frame's reward is computed once
+            per model version (kept until the next refinement step), so the cost is the frames
+            not scored since, not ``batch x n`` encodes per update.
 ``paper``   the released code: one reward on the OLDEST frame of the observation stack of ``o_t``,
             used in place of the whole n-step return.
 ``stored``  no recomputation: the n-step sum of the rewards computed when the steps were collected
@@ -32,7 +34,14 @@ RELABEL_MODES = ("window", "paper", "stored")
 
 
 class ProgressRewarder:
-    """PROGRESSOR rewards for one episode at a time; the model runs in eval mode only."""
+    """PROGRESSOR rewards for one episode at a time; the model runs in eval mode only.
+
+    Everything cached (init/goal features per episode, rewards per replay frame) belongs to the
+    model as it was at the last :meth:`refresh`: call it whenever the weights change (the workspace
+    does after each push-back refinement step).
+    """
+
+    MAX_CACHED_REWARDS = 4_000_000  # bound on the per-frame reward cache (dropped whole beyond it)
 
     def __init__(self, model: ProgressModel, alpha: float | None = None) -> None:
         self.model = model
@@ -41,6 +50,8 @@ class ProgressRewarder:
         self._f_goal: torch.Tensor | None = None
         # episode id -> (2, D) init/goal features under the current weights; cleared by refresh()
         self._episode_features: dict[int, torch.Tensor] = {}
+        # frame key (episode id, step) -> reward under the current weights; cleared by refresh()
+        self._rewards: dict[tuple[int, int], float] = {}
 
     def _frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(frames)
@@ -55,6 +66,7 @@ class ProgressRewarder:
         """The model changed (push-back refinement): re-encode the episode cache, drop the
         per-episode features :meth:`score` kept."""
         self._episode_features.clear()
+        self._rewards.clear()
         self.start_episode(init_frame, goal_frame)
 
     def step(self, frame: np.ndarray) -> tuple[float, float, float]:
@@ -97,6 +109,50 @@ class ProgressRewarder:
         r = self.model.reward_from_features(f_init, f_cur, f_goal, self.alpha)
         return r.view(b, -1) if window else r
 
+    def score_window(self, init: torch.Tensor, window: torch.Tensor, goal: torch.Tensor,
+                     episodes: torch.Tensor | np.ndarray, steps: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Rewards ``(B, n)`` of the window frames ``(B, n, 3, S, S)``, frame ``i`` of sample ``b``
+        being step ``steps[b] + 1 + i`` of episode ``episodes[b]``.
+
+        A frame's reward depends only on the weights and its episode's init/goal frames, so it is
+        kept per (episode, step) until :meth:`refresh`: only frames not scored since the last
+        refinement are encoded (relabelling samples each frame many times between refinements).
+        The values are the ones :meth:`score` computes.
+        """
+        b, n = window.shape[:2]
+        eps = torch.as_tensor(episodes).tolist()
+        first = torch.as_tensor(steps).tolist()
+        keys = [(int(e), int(t) + 1 + i) for e, t in zip(eps, first) for i in range(n)]
+        last = dict(zip(keys, range(len(keys))))  # one position per distinct frame
+        missing = [j for key, j in last.items() if key not in self._rewards]
+        if missing:
+            rows = torch.as_tensor([j // n for j in missing])
+            cols = torch.as_tensor([j % n for j in missing])
+            scored = self.score(init[rows], window[rows, cols], goal[rows], torch.as_tensor(eps)[rows])
+            if len(self._rewards) + len(missing) > self.MAX_CACHED_REWARDS:
+                self._rewards.clear()
+            self._rewards.update(zip((keys[j] for j in missing), scored.tolist()))
+        out = torch.tensor([self._rewards[key] for key in keys], dtype=torch.float32, device=init.device)
+        return out.view(b, n)
+
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The caches (per-episode features, per-frame rewards), so that a resumed run scores
+        exactly as the uninterrupted one (encoding a different batch can change the last bits)."""
+        eps = sorted(self._episode_features)
+        keys = list(self._rewards)
+        return {"feature_episodes": torch.tensor(eps, dtype=torch.int64),
+                "features": torch.stack([self._episode_features[e].cpu() for e in eps]) if eps
+                else torch.zeros(0, 2, 0),
+                "reward_keys": torch.tensor(keys, dtype=torch.int64).view(-1, 2),
+                "rewards": torch.tensor([self._rewards[k] for k in keys], dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.model.device
+        self._episode_features = {int(e): f.to(device) for e, f in zip(state["feature_episodes"], state["features"])}
+        self._rewards = {(int(e), int(t)): float(r)
+                         for (e, t), r in zip(state["reward_keys"].tolist(), state["rewards"].tolist())}
+
 
 def collected_reward(reward_model: str, env_reward: float, success: bool, progress_reward: float | None) -> float:
     """The reward written to the replay buffer when a step is collected (the ``stored`` reward)."""
@@ -124,7 +180,8 @@ def relabel(batch: Batch, reward_model: str, mode: str = "window",
     if rewarder is None:
         raise ValueError("reward_model=ours needs a ProgressRewarder")
     if mode == "window":
-        rewards = rewarder.score(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode)
+        rewards = rewarder.score_window(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
+                                        batch.step)
         return dataclasses.replace(batch, reward=discounted_sum(rewards, batch.gamma))
     rewards = rewarder.score(batch.init_frame, batch.oldest_frame, batch.goal_frame, batch.episode)  # paper
     return dataclasses.replace(batch, reward=rewards.unsqueeze(1))

@@ -40,11 +40,13 @@ _ONEDNN_BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", 
 
 @dataclass(frozen=True)
 class Precision:
-    """The resolved choice: ``name`` is ``bf16`` or ``fp32``; ``reason`` says why, for the log."""
+    """The resolved choice: ``name`` is ``bf16`` or ``fp32``; ``reason`` says why, for the log;
+    ``requested`` is what was asked for (``auto``, ``bf16`` or ``fp32``), to hand on to sub-tasks."""
 
     name: str
     channels_last: bool
     reason: str
+    requested: str = "auto"
 
     @property
     def amp(self) -> bool:
@@ -161,7 +163,7 @@ def resolve_precision(requested: str | bool | None = "auto", device: torch.devic
         name = requested
         reason = "requested" + ("" if native or name == "fp32" else f"; note: {why}")
     channels_last = device.type == "cpu" or name == "bf16"
-    return Precision(name, channels_last, reason)
+    return Precision(name, channels_last, reason, requested)
 
 
 def add_precision_flag(parser, default: str | list[str] = "auto", compare: bool = False) -> None:

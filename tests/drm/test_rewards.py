@@ -1,3 +1,4 @@
+import io
 import numpy as np
 import pytest
 import torch
@@ -48,8 +49,10 @@ def test_window_relabel_scores_newest_frames_with_current_model(model):
     torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
     # the window's frames are the newest frames o_{t+1}..o_{t+n}: the last one is next_obs's newest frame
     assert torch.equal(batch.window_frames[:, -1], batch.next_obs[:, -3:])
-    with torch.no_grad():  # a changed model changes the relabelled reward: nothing is cached
+    with torch.no_grad():  # the model changes (as refinement does): rewards are cached until refresh()
         model.fc_mu.bias += 1.0
+    assert torch.equal(relabel(batch, "ours", "window", rewarder).reward, out.reward)
+    rewarder.refresh(batch.init_frame[0], batch.goal_frame[0])
     again = relabel(batch, "ours", "window", rewarder)
     torch.testing.assert_close(again.reward, out.reward + sum(0.9 ** i for i in range(3)), atol=1e-4, rtol=1e-4)
 
@@ -60,19 +63,21 @@ def test_episode_feature_cache_is_exact_and_dropped_by_refresh(model, monkeypatc
     encoded = []
     encode = model.encode
     monkeypatch.setattr(model, "encode", lambda x, *a, **k: encoded.append(len(x)) or encode(x, *a, **k))
-    seen, relabels = [], []
+    seen, relabels, frames = [], [], []
     for _ in range(3):
         batch = buf.sample(16, nstep=3, discount=0.9).to_torch("cpu")
         seen.append(set(batch.episode.tolist()))
+        frames.append({(e, t + 1 + i) for e, t in zip(batch.episode.tolist(), batch.step.tolist()) for i in range(3)})
         encoded.clear()
         out = relabel(batch, "ours", "window", rewarder)
         relabels.append(sum(encoded))
         expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
                        for i in range(3))
         torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
-    # 3 episodes: their init/goal frames are encoded once, then only the 16 x 3 window frames
-    assert relabels == [48 + 2 * len(seen[0]), 48 + 2 * len(seen[1] - seen[0]),
-                        48 + 2 * len(seen[2] - seen[0] - seen[1])]
+    # 3 episodes: their init/goal frames are encoded once; a window frame only the first time it is sampled
+    assert relabels == [len(frames[0]) + 2 * len(seen[0]), len(frames[1] - frames[0]) + 2 * len(seen[1] - seen[0]),
+                        len(frames[2] - frames[0] - frames[1]) + 2 * len(seen[2] - seen[0] - seen[1])]
+    assert sum(relabels) < 3 * 48, "frames sampled again must not be encoded again"
     with torch.no_grad():  # the encoder changes (as refinement does); refresh() drops the features
         for p in model.parameters():
             p.mul_(1.1)
@@ -101,3 +106,17 @@ def test_baselines_and_stored_keep_collected_rewards(model):
         collected_reward("dense", 1.0, False, None)
     with pytest.raises(ValueError, match="relabel"):
         relabel(batch, "ours", "oldest", ProgressRewarder(model))
+
+
+def test_rewarder_caches_round_trip_through_state_dict(model, monkeypatch):
+    buf = filled_buffer(episodes=3)
+    rewarder = ProgressRewarder(model)
+    batch = buf.sample(16, nstep=3, discount=0.9).to_torch("cpu")
+    out = relabel(batch, "ours", "window", rewarder)
+    blob = io.BytesIO()
+    torch.save(rewarder.state_dict(), blob)
+    blob.seek(0)
+    restored = ProgressRewarder(model)
+    restored.load_state_dict(torch.load(blob, weights_only=True))
+    monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("a restored cache must not encode again"))
+    assert torch.equal(relabel(batch, "ours", "window", restored).reward, out.reward)
