@@ -14,6 +14,7 @@ import sys
 
 from drm.demos import POLICIES, DemoSettings, generate_demos
 from drm.envs import MW_TASKS, PAPER_TASKS, RENDER_QUALITIES, TASKS, canonical_task
+from video2reward.errors import one_line_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render_quality", choices=RENDER_QUALITIES, default="fast",
                    help="fast: no shadows / MSAA (several times faster on CPU); RL must use the same")
     args = p.parse_args(argv)
+    for name, low in (("num_train", 1), ("num_test", 0), ("max_attempts", 1), ("workers", 1), ("image_size", 8),
+                      ("episode_length", 1), ("action_repeat", 1)):
+        if getattr(args, name) < low:
+            p.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
     if args.tasks == ["all"]:
         args.tasks = list(MW_TASKS)
     try:
@@ -49,7 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors end the script with one line (``PROGRESSOR_DEBUG=1``: with the traceback)."""
     args = parse_args(argv)
+    with one_line_errors():
+        return generate(args)
+
+
+def generate(args: argparse.Namespace) -> int:
     settings = DemoSettings(seed=args.seed, policy=args.policy, noise=args.noise,
                             keep_failures=args.keep_failures, image_size=args.image_size,
                             episode_length=args.episode_length, action_repeat=args.action_repeat,

@@ -25,6 +25,13 @@ following steps, so an n-step window never crosses an episode end (in-progress e
 sampled too). Observation stacks repeat the reset frame at the episode start (``[o_0, o_0, o_0]``,
 ``[o_0, o_0, o_1]``, ...), exactly like a frame-stack wrapper filled at reset, oldest frame first.
 
+Persistence (:meth:`ReplayBuffer.save` / :meth:`ReplayBuffer.load`): each save appends ONE
+segment file to a folder holding only the slots and episodes added since the previous save, and
+returns a small state (counters, live episodes, RNG, the list of segments) for the snapshot; what
+is already on disk is never rewritten, and segments whose slots have all been overwritten since
+are deleted after the snapshot that no longer needs them is committed (:meth:`prune`).
+:meth:`state_dict` / :meth:`load_state_dict` keep the whole buffer in one object instead.
+
 Eviction: when the ring is full the oldest episode is dropped *whole* as soon as its first slot
 is overwritten, so every stored transition always has its full stack and its episode frames.
 Sampling is uniform over valid transitions, drawn with the buffer's ``np.random.Generator``.
@@ -32,11 +39,16 @@ Sampling is uniform over valid transitions, drawn with the buffer's ``np.random.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+
+from video2reward.checkpoint import read_checkpoint
+from video2reward.io import atomic_torch_save
 
 
 def discounted_sum(rewards: np.ndarray | torch.Tensor, gamma: float) -> np.ndarray | torch.Tensor:
@@ -127,6 +139,10 @@ class ReplayBuffer:
         self._episodes: dict[int, _Episode] = {}  # live episodes, oldest first
         self._ptr = 0  # next slot to write
         self._filled = 0  # slots written at least once
+        self._written = 0  # slots written ever (global slot index of the next write; _ptr = _written % capacity)
+        self._saved_written = 0  # _written at the last save()
+        self._saved_episodes = 0  # _next_episode_id at the last save()
+        self._segments: list[list] = []  # [file name, first global slot, end global slot] of each saved segment
         self._current: int | None = None  # id of the open episode
         self._next_episode_id = 0
         self._num_transitions = 0
@@ -156,6 +172,7 @@ class ReplayBuffer:
         self._success[slot] = success
         self._ptr = (slot + 1) % self.capacity
         self._filled = min(self._filled + 1, self.capacity)
+        self._written += 1
         return slot
 
     def add_first(self, frame: np.ndarray, init_frame: np.ndarray | None = None,
@@ -329,3 +346,93 @@ class ReplayBuffer:
         self._next_episode_id = int(state["next_episode_id"])
         self._num_transitions = int(state["num_transitions"])
         self.rng.bit_generator.state = state["rng"]
+        # a later save() writes every slot again: nothing of this buffer is on disk as segments
+        self._written = n if n < self.capacity else self.capacity + self._ptr
+        self._saved_written, self._saved_episodes, self._segments = 0, 0, []
+
+    # ------------------------------------------------------------------ incremental persistence
+    def _config(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
+                "action_shape": list(self.action_shape), "frame_stack": self.frame_stack}
+
+    def save(self, folder: str | os.PathLike) -> dict[str, Any]:
+        """Append the slots and episodes added since the last save to ``folder`` as one new segment
+        file (written atomically) and return the state that, with the segments, restores this buffer
+        exactly (see :meth:`load`). Store the state (e.g. in the snapshot), then call :meth:`prune`."""
+        folder = Path(folder)
+        start = max(self._saved_written, self._written - self.capacity)  # older new slots were overwritten
+        end = self._written
+        if end > start:
+            slots = self._ring_range(start, end)
+            new_eps = [e for e in range(self._saved_episodes, self._next_episode_id) if e in self._episodes]
+            empty = np.zeros((0, *self.frame_shape), np.uint8)
+            segment = {
+                "frames": torch.from_numpy(self._frames[slots]), "action": torch.from_numpy(self._action[slots]),
+                "reward": torch.from_numpy(self._reward[slots]), "success": torch.from_numpy(self._success[slots]),
+                "episode_ids": torch.tensor(new_eps, dtype=torch.int64),
+                "init": torch.from_numpy(np.stack([self._episodes[e].init for e in new_eps]) if new_eps else empty),
+                "goal": torch.from_numpy(np.stack([self._episodes[e].goal for e in new_eps]) if new_eps else empty),
+            }
+            name = f"{start:012d}-{end:012d}.pt"
+            atomic_torch_save(segment, folder / name)
+            self._segments.append([name, start, end])
+        self._saved_written, self._saved_episodes = end, self._next_episode_id
+        # segments whose slots have all been overwritten since are no longer needed
+        self._segments = [seg for seg in self._segments if seg[2] > self._written - self.capacity]
+        eps = list(self._episodes.items())
+        return {
+            "config": self._config(), "segments": [list(seg) for seg in self._segments],
+            "episodes": {"id": torch.tensor([e for e, _ in eps], dtype=torch.int64),
+                         "start": torch.tensor([r.start for _, r in eps], dtype=torch.int64),
+                         "length": torch.tensor([r.length for _, r in eps], dtype=torch.int64)},
+            "ptr": self._ptr, "filled": self._filled, "written": self._written,
+            "current": -1 if self._current is None else self._current,
+            "next_episode_id": self._next_episode_id, "num_transitions": self._num_transitions,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def _ring_range(self, start: int, end: int) -> slice | np.ndarray:
+        """The slots of global write indices ``start .. end-1`` (a view when they do not wrap)."""
+        a, b = start % self.capacity, (end - 1) % self.capacity + 1
+        return slice(a, b) if a < b and end - start == b - a else np.arange(start, end) % self.capacity
+
+    @staticmethod
+    def prune(folder: str | os.PathLike, state: Mapping[str, Any]) -> None:
+        """Delete the segment files in ``folder`` that ``state`` (the last committed save) does not
+        list: fully overwritten ones, and leftovers of a run killed between two saves."""
+        keep = {seg[0] for seg in state["segments"]}
+        for path in Path(folder).glob("*.pt"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def load(self, folder: str | os.PathLike, state: Mapping[str, Any]) -> None:
+        """Restore a buffer from ``state`` (returned by :meth:`save`) and the segments in ``folder``."""
+        if dict(state["config"]) != self._config():
+            raise ValueError(f"replay buffer configuration mismatch: saved {dict(state['config'])}, this {self._config()}")
+        folder = Path(folder)
+        live = {int(e) for e in state["episodes"]["id"]}
+        frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for name, start, end in state["segments"]:
+            seg = read_checkpoint(folder / name, what="replay segment")
+            slots = self._ring_range(int(start), int(end))
+            for field in ("frames", "action", "reward", "success"):
+                getattr(self, f"_{field}")[slots] = seg[field].numpy()
+            for e, init, goal in zip(seg["episode_ids"].tolist(), seg["init"], seg["goal"]):
+                if e in live:
+                    frames[e] = (init.numpy().copy(), goal.numpy().copy())
+        eps = state["episodes"]
+        self._episodes = {int(e): _Episode(int(s), int(n), *frames[int(e)])
+                          for e, s, n in zip(eps["id"], eps["start"], eps["length"])}
+        self._episode[:] = -1
+        for e, ep in self._episodes.items():
+            slots = (ep.start + np.arange(ep.length)) % self.capacity
+            self._episode[slots] = e
+            self._step[slots] = np.arange(ep.length)
+        self._ptr, self._filled, self._written = int(state["ptr"]), int(state["filled"]), int(state["written"])
+        current = int(state["current"])
+        self._current = None if current < 0 else current
+        self._next_episode_id = int(state["next_episode_id"])
+        self._num_transitions = int(state["num_transitions"])
+        self.rng.bit_generator.state = state["rng"]
+        self._saved_written, self._saved_episodes = self._written, self._next_episode_id
+        self._segments = [list(seg) for seg in state["segments"]]

@@ -11,7 +11,10 @@ One agent step = ``action_repeat`` env frames. The loop (as DrQ-v2's ``train.py`
 4. every ``eval_every_frames``: deterministic eval episodes, video, reward plots, learning curve.
 
 Snapshots are written at episode boundaries; a rerun in the same run directory resumes exactly
-(env placements are seeded per episode, so the remaining episodes replay identically).
+(env placements are seeded per episode, so the remaining episodes replay identically) when its
+configuration matches the snapshot's (:func:`drm.config.check_resume`). ``snapshot.pt`` holds the
+networks, counters and RNG states; the replay buffer's frames go to ``replay/`` as append-only
+segments, so a snapshot writes only what was collected since the previous one.
 """
 from __future__ import annotations
 
@@ -30,20 +33,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from video2reward import ProgressModel
+from video2reward.checkpoint import read_checkpoint
 from video2reward.io import atomic_torch_save
 from video2reward.precision import resolve_precision
 
+from .config import check_config, check_resume
 from .envs import make_env
 from .logger import Logger, MeterGroup
 from .plots import plot_learning_curve
 from .refine import PushBackRefiner, RefineConfig
 from .replay_buffer import ReplayBuffer
 from .reward_setup import load_expert_demos, resolve_reward_model
-from .rewards import RELABEL_MODES, REWARD_MODELS, ProgressRewarder, collected_reward, relabel
+from .rewards import ProgressRewarder, collected_reward, relabel
 from .schedules import discount_at, nstep_at
 from .video import VideoRecorder
 
 SNAPSHOT = "snapshot.pt"
+REPLAY_DIR = "replay"  # the replay buffer's segments, beside the snapshot
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -79,13 +85,17 @@ class Timers:
 
 
 class Workspace:
-    def __init__(self, cfg: DictConfig, run_dir: str | os.PathLike) -> None:
-        if cfg.reward_model not in REWARD_MODELS:
-            raise ValueError(f"unknown reward_model {cfg.reward_model!r}; choose one of {REWARD_MODELS}")
-        if cfg.reward.relabel not in RELABEL_MODES:
-            raise ValueError(f"unknown reward.relabel {cfg.reward.relabel!r}; choose one of {RELABEL_MODES}")
+    """One run in ``run_dir``. ``checkpoint_given``: ``reward.checkpoint`` was given on the command
+    line, so a missing file is an error instead of a reason to pretrain (:mod:`drm.reward_setup`)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | os.PathLike, checkpoint_given: bool = False) -> None:
+        check_config(cfg)  # before any work: types, ranges, choices
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        snapshot = None
+        if (self.run_dir / SNAPSHOT).exists():  # a rerun continues this run only if it is the same run
+            snapshot = read_checkpoint(self.run_dir / SNAPSHOT, what="snapshot")
+            check_resume(snapshot.get("config", {}), cfg, str(self.run_dir / SNAPSHOT))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
@@ -94,7 +104,7 @@ class Workspace:
         print(self.precision.describe(), flush=True)
         self.reward_model: ProgressModel | None = None
         if cfg.reward_model == "ours":  # first: it may pretrain, which must not shift this run's RNG streams
-            self.reward_model = resolve_reward_model(cfg, self.device, self.precision)
+            self.reward_model = resolve_reward_model(cfg, self.device, self.precision, checkpoint_given)
             if self.reward_model.image_size != cfg.image_size:
                 raise ValueError(f"reward model takes {self.reward_model.image_size}px frames but image_size="
                                  f"{cfg.image_size}; set image_size to match the checkpoint")
@@ -133,8 +143,8 @@ class Workspace:
         self.global_episode = 0
         self._start_time = time.time()
         self._elapsed_before = 0.0
-        if (self.run_dir / SNAPSHOT).exists():
-            self.load_snapshot(self.run_dir / SNAPSHOT)
+        if snapshot is not None:
+            self.load_snapshot(snapshot)
             self.logger.truncate(self.global_frame)
             print(f"resumed from {self.run_dir / SNAPSHOT} at frame {self.global_frame}", flush=True)
 
@@ -321,9 +331,10 @@ class Workspace:
 
     # ------------------------------------------------------------------ snapshots
     def save_snapshot(self) -> Path:
+        replay = self.replay.save(self.run_dir / REPLAY_DIR)  # appends what is new since the last snapshot
         state: dict[str, Any] = {
             "agent": self.agent.state_dict(),
-            "replay": self.replay.state_dict(),
+            "replay": replay,
             "counters": {"global_step": self.global_step, "global_episode": self.global_episode,
                          "elapsed": self.elapsed()},
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_global_state(),
@@ -335,14 +346,22 @@ class Workspace:
                                      "state_dict": self.reward_model.state_dict()}
         if self.refiner is not None:
             state["refiner"] = self.refiner.state_dict()
+        if self.rewarder is not None:
+            state["rewarder"] = self.rewarder.state_dict()
         path = self.run_dir / SNAPSHOT
         atomic_torch_save(state, path)
+        ReplayBuffer.prune(self.run_dir / REPLAY_DIR, replay)  # only after the snapshot that drops them
         return path
 
-    def load_snapshot(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def load_snapshot(self, state: dict[str, Any] | Path) -> None:
+        """Restore a snapshot (its dict, or the path of ``snapshot.pt``)."""
+        if not isinstance(state, dict):
+            state = read_checkpoint(state, what="snapshot")
         self.agent.load_state_dict(state["agent"])
-        self.replay.load_state_dict(state["replay"])
+        if "segments" in state["replay"]:
+            self.replay.load(self.run_dir / REPLAY_DIR, state["replay"])
+        else:  # snapshots written before replay segments hold the whole buffer
+            self.replay.load_state_dict(state["replay"])
         counters = state["counters"]
         self.global_step = int(counters["global_step"])
         self.global_episode = int(counters["global_episode"])
@@ -356,6 +375,8 @@ class Workspace:
             self.reward_model.load_state_dict(state["reward_model"]["state_dict"])
         if self.refiner is not None and "refiner" in state:
             self.refiner.load_state_dict(state["refiner"])
+        if self.rewarder is not None and "rewarder" in state:
+            self.rewarder.load_state_dict(state["rewarder"])
 
 
 def _numpy_global_state() -> dict[str, Any]:
@@ -369,9 +390,9 @@ def _set_numpy_global_state(state: dict[str, Any]) -> None:
                          state["cached_gaussian"]))
 
 
-def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
+def run(cfg: DictConfig, run_dir: str | os.PathLike, checkpoint_given: bool = False) -> dict[str, float]:
     """Train (or resume) one run; returns the final eval metrics."""
-    workspace = Workspace(cfg, run_dir)
+    workspace = Workspace(cfg, run_dir, checkpoint_given)
     result = workspace.train()
     print(f"done: {result.get('success_rate', math.nan):.2f} eval success; outputs in {workspace.run_dir}", flush=True)
     return result

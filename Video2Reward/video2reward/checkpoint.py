@@ -41,27 +41,62 @@ def save_reward_model(model: ProgressModel, path: str | os.PathLike, **extra: An
     return Path(path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one-line errors for missing, corrupt or unsafe files."""
+_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x1aE\xdf\xa3": "a WebM/MKV video",
+          b"RIFF": "an AVI/WAV file", b"GIF8": "a GIF image", b"{": "a JSON/text file", b"%PDF": "a PDF"}
+
+
+def _sniff(path: Path) -> str | None:
+    """What a file that is not a torch checkpoint looks like (``None``: it may be one)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # torch's zip format / a legacy pickle
+        return None
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video"
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), "not a torch file")
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "reward checkpoint") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with one-line errors for missing, corrupt or unsafe files.
+
+    The messages never suggest ``weights_only=False`` (torch's own text does): that would run
+    whatever code the file carries."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"reward checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
+    kind = _sniff(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: not a {what} ({kind}); expected a .pth/.pt file written by torch.save")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's own text suggests weights_only=False; we only name what the file asked to import
         found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
-        what = f" ({', '.join(found)})" if found else ""
-        raise CheckpointError(f"{path}: refused to load: it contains pickled Python objects{what}, which could run "
+        if not found and "Unsupported" not in str(exc):  # a damaged pickle stream, not a refused import
+            raise CheckpointError(f"{path}: damaged {what} (unpickling failed: {_first_line(exc)})") from None
+        what_found = f" ({', '.join(found)})" if found else ""
+        raise CheckpointError(f"{path}: refused to load: it contains pickled Python objects{what_found}, which could run "
                               f"code when unpickled; only tensors and plain containers are read "
                               f"(torch.load weights_only=True). Re-save the weights as a plain state dict from a "
                               f"trusted copy") from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/... for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'empty'})") from None
+        raise CheckpointError(f"{path}: damaged or truncated {what} ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of torch's message, without its advice to load unsafely."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and "weights_only" not in ln]
+    return lines[0] if lines else "no detail"
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The provenance a checkpoint records (see :func:`video2reward.train.provenance`), if any."""
+    provenance = read_checkpoint(path).get("provenance")
+    return dict(provenance) if isinstance(provenance, Mapping) else None
 
 
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,4 +199,4 @@ def load_reward_model(source: str | os.PathLike, device: str | torch.device = "c
 
 
 __all__ = ["BACKBONES", "CheckpointError", "infer_config", "load_reward_model", "load_state_dict_strict",
-           "read_checkpoint", "save_reward_model", "split_checkpoint"]
+           "read_checkpoint", "read_provenance", "save_reward_model", "split_checkpoint"]

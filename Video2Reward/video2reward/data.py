@@ -14,7 +14,8 @@ Layouts under ``root`` (hidden entries such as ``.v2r_cache`` are ignored):
 Every frame is decoded once into a uint8 array ``(N, 3, S, S)`` at the model's image size ``S``
 and kept in a memory-mapped cache file (``<root>/.v2r_cache/`` by default). The cache is keyed by
 the list of source files with their sizes and modification times and by ``S``, so changing, adding
-or removing a file rebuilds it; a rebuilt cache replaces the stale one.
+or removing a file rebuilds it; a rebuilt cache replaces the stale one. A cache that fails to open
+(a truncated ``.u8``, an unreadable index) is rebuilt too, with a message.
 
 Conversions (documented choices):
 
@@ -188,6 +189,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return fit_frame(to_rgb(img), size)
+    except Image.DecompressionBombError as exc:  # Pillow's guard against huge images; not an OSError
+        raise DataError(f"{path}: image too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {str(exc).strip() or 'no detail'})") from None
 
@@ -341,13 +344,6 @@ def _decode_all(sources: Sequence[TrajectorySource], image_size: int, out, num_w
     return lengths
 
 
-def _make_shareable(path: Path) -> None:
-    """Temporary files are created 0600; give the cache the usual umask-based permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int = 84,
                  tasks: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None,
                  train_fraction: float = TRAIN_FRACTION, num_workers: int = 2, verbose: bool = True) -> VideoDataset:
@@ -365,28 +361,47 @@ def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int 
     selection = "all" if tasks is None else hashlib.sha256("|".join(sorted(tasks)).encode()).hexdigest()[:8]
     prefix = f"{split}-{image_size}px-{selection}"
     data_path, index_path = cache / f"{prefix}-{key}.u8", cache / f"{prefix}-{key}.json"
-    if not index_path.is_file() or not data_path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_path(data_path) as tmp:
-            with open(tmp, "wb") as out:
-                lengths = _decode_all(sources, image_size, out, num_workers,
-                                      desc=f"decoding {root.name}/{split} -> {image_size}px")
-            _make_shareable(tmp)
-        atomic_write_json(index_path, {"version": CACHE_VERSION, "root": str(root.resolve()), "split": split,
-                                       "image_size": image_size, "lengths": lengths,
-                                       "tasks": [s.task for s in sources], "names": [s.name for s in sources]})
-        _make_shareable(index_path)
-        for stale in cache.glob(f"{prefix}-*"):
-            if stale.name not in (data_path.name, index_path.name) and not stale.name.startswith("."):
-                stale.unlink(missing_ok=True)
-    elif verbose:
-        print(f"[video2reward] {split}: using cached frames {data_path}")
-    index = json.loads(index_path.read_text())
-    lengths = index["lengths"]
+    if index_path.is_file() and data_path.is_file():
+        try:
+            return _open_cache(data_path, index_path, image_size, split, verbose)
+        except _CacheDamaged as exc:  # a killed copy, a full disk, a hand edit: decode again
+            print(f"[video2reward] {split}: frame cache {exc}; rebuilding it", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_path(data_path) as tmp:
+        with open(tmp, "wb") as out:
+            lengths = _decode_all(sources, image_size, out, num_workers,
+                                  desc=f"decoding {root.name}/{split} -> {image_size}px")
+    atomic_write_json(index_path, {"version": CACHE_VERSION, "root": str(root.resolve()), "split": split,
+                                   "image_size": image_size, "lengths": lengths,
+                                   "tasks": [s.task for s in sources], "names": [s.name for s in sources]})
+    for stale in cache.glob(f"{prefix}-*"):
+        if stale.name not in (data_path.name, index_path.name) and not stale.name.startswith("."):
+            stale.unlink(missing_ok=True)
+    return _open_cache(data_path, index_path, image_size, split, verbose=False)
+
+
+class _CacheDamaged(Exception):
+    """A cache file pair that cannot be used as it is; the message says what is wrong."""
+
+
+def _open_cache(data_path: Path, index_path: Path, image_size: int, split: str, verbose: bool) -> VideoDataset:
+    """Memory-map a cache written by :func:`load_dataset`; :class:`_CacheDamaged` if it is inconsistent."""
+    try:
+        index = json.loads(index_path.read_text())
+        lengths = [int(n) for n in index["lengths"]]
+        tasks, names = list(index["tasks"]), list(index["names"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _CacheDamaged(f"index {index_path} is unreadable ({type(exc).__name__})") from None
     n = int(sum(lengths))
+    expected = n * 3 * image_size * image_size
+    size = data_path.stat().st_size
+    if size != expected or not (len(lengths) == len(tasks) == len(names)) or n == 0:
+        raise _CacheDamaged(f"{data_path} holds {size} bytes where its index promises {expected}")
+    if verbose:
+        print(f"[video2reward] {split}: using cached frames {data_path}")
     frames = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, 3, image_size, image_size))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return VideoDataset(frames, starts, lengths, index["tasks"], index["names"])
+    return VideoDataset(frames, starts, lengths, tasks, names)
 
 
 __all__ = ["DataError", "IMAGE_EXTENSIONS", "SPLITS", "TrajectorySource", "VIDEO_EXTENSIONS", "VideoDataset",

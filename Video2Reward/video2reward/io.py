@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader (or a killed run) never sees a half-written file."""
+"""Atomic file writes: a reader (or a killed run) never sees a half-written file.
+
+Files get the permissions an ordinary ``open(path, "w")`` would give (0666 minus the umask), not
+the 0600 of the temporary file they are written through.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +13,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+
+def umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -22,6 +33,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; give the result the umask's permissions
+            os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

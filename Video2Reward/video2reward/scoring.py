@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, load_image, natural_key
 from .evaluate import spearman
+from .errors import debug, error_line
 from .model import ProgressModel
 from .precision import add_precision_flag, resolve_precision
 
@@ -58,7 +60,10 @@ class ProgressCurve:
 
     @property
     def voc(self) -> float:
-        """Value-order correlation: Spearman correlation of ``mu`` with the frame index."""
+        """Value-order correlation: Spearman correlation of ``mu`` with the frame index (NaN for a
+        single frame, where no order exists)."""
+        if len(self.mu) < 2:
+            return math.nan
         return spearman(self.mu, np.arange(len(self.mu)))
 
 
@@ -258,7 +263,8 @@ def score_video(source: str | os.PathLike, model: ProgressModel, out_dir: str | 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(curve, out_dir / "progress.csv")
-    plot_curve(curve, out_dir / "progress.png", title=f"{Path(source).name}: VOC = {curve.voc:.3f}")
+    plot_curve(curve, out_dir / "progress.png", title=f"{Path(source).name}: VOC = {curve.voc:.3f}"
+               if len(curve) > 1 else f"{Path(source).name}: one frame (no VOC)")
     if video:
         write_video(iter_frames(source, DISPLAY_SIZE), curve, out_dir / "progress.mp4",
                     fps=fps or source_fps(source), progress=progress)
@@ -287,10 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError, load_reward_model
-    from .hub import HubError
+    """Entry point of ``Video2Reward/score.py``; errors are one line (see :mod:`video2reward.errors`)."""
+    from .checkpoint import load_reward_model
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.fps is not None and not args.fps > 0:
+        parser.error(f"--fps must be > 0, got {args.fps}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is an existing file; give a folder (it is created if missing)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         precision = resolve_precision(args.precision, device)
@@ -298,9 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         model = load_reward_model(args.checkpoint, device=device, precision=args.precision)
         curve = score_video(args.source, model, args.out, init=args.init, goal=args.goal, video=args.video,
                             batch_size=args.batch_size, alpha=args.alpha, fps=args.fps)
-    except (CheckpointError, DataError, HubError, FileNotFoundError) as exc:
-        print(f"score.py: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if debug():
+            raise
+        print(f"score.py: {error_line(exc)}", file=sys.stderr)
         return 1
-    print(f"{len(curve)} frames: mu {curve.mu[0]:.3f} -> {curve.mu[-1]:.3f}, VOC {curve.voc:.3f}, "
+    voc = f"VOC {curve.voc:.3f}" if len(curve) > 1 else "VOC undefined (a single frame has no order)"
+    print(f"{len(curve)} frames: mu {curve.mu[0]:.3f} -> {curve.mu[-1]:.3f}, {voc}, "
           f"mean reward {curve.reward.mean():.3f}; wrote {args.out}")
     return 0

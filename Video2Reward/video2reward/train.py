@@ -7,10 +7,15 @@ every frame of each group between the group's first and last frame for the order
 the KL loss (+ ``rank_weight`` x the order loss) with AdamW (linear warm-up, then constant or
 cosine), clip the gradient norm.
 
-Outputs in ``output_dir`` (rank 0 only): ``checkpoint_last.pth`` (+ ``checkpoint_<step>.pth``),
-readable by :func:`video2reward.load_reward_model` and resumable exactly with ``--resume``;
-``train_log.csv``, ``eval_log.csv``, TensorBoard events in ``tb/``, ``config.json``, and after
-training the held-out evaluation ``metrics.json`` + ``progress.png``.
+Outputs in ``output_dir`` (rank 0 only): ``checkpoint_last.pth`` (+ the last ``keep_last``
+``checkpoint_<step>.pth``), readable by :func:`video2reward.load_reward_model` and resumable exactly
+with ``--resume``; ``train_log.csv``, ``eval_log.csv``, TensorBoard events in ``tb/``,
+``config.json``, and after training the held-out evaluation ``metrics.json`` + ``progress.png``.
+
+Kill-safety: ``checkpoint_last.pth`` is rewritten (atomically) every ``save_minutes`` of training
+and when SIGTERM / SIGINT arrive (the step in progress finishes first), so a killed run loses at
+most ``save_minutes``. Every checkpoint carries its provenance (data, tasks, demo counts, steps,
+held-out VOC once evaluated), see :func:`provenance`.
 """
 from __future__ import annotations
 
@@ -19,8 +24,15 @@ import csv
 import dataclasses
 import math
 import os
+import re
+import shutil
+import signal
+import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from io import StringIO
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -32,8 +44,9 @@ from tqdm.auto import tqdm
 from . import augment as aug
 from .checkpoint import read_checkpoint, save_reward_model, split_checkpoint, load_state_dict_strict
 from .data import DataError, VideoDataset, discover_trajectories, load_dataset
+from .errors import one_line_errors
 from .evaluate import evaluate, format_table, write_evaluation
-from .io import atomic_write_json
+from .io import atomic_write_json, atomic_write_text
 from .losses import NEGATIVE_WEIGHT, negative_kl_loss, progress_kl_loss, ranking_loss
 from .model import BACKBONES, HEAD_INPUTS, ProgressModel, autocast
 from .precision import PRECISIONS, add_precision_flag, resolve_precision
@@ -86,7 +99,9 @@ class TrainConfig:
     num_workers: int = 1  # background processes preparing (sampling + augmenting) batches; 0 = inline
     threads: int | None = None  # torch intra-op threads of the training process (None: torch's default)
     eval_every: int = 0  # evaluate on the test split every N steps (0: only at the end)
-    save_every: int = 0  # also keep checkpoint_<step>.pth every N steps (0: only checkpoint_last.pth)
+    save_every: int = 0  # also write checkpoint_<step>.pth every N steps (0: only checkpoint_last.pth)
+    keep_last: int = 3  # periodic checkpoint_<step>.pth files kept (older ones are deleted)
+    save_minutes: float = 5.0  # rewrite checkpoint_last.pth every N minutes of training (0: off)
     log_every: int = 10  # train_log.csv / TensorBoard interval in steps
     resume: str | None = None  # checkpoint to continue from; "auto": output_dir/checkpoint_last.pth if present
     distributed: bool = False  # DDP under torchrun (gloo on CPU, nccl on GPU)
@@ -97,6 +112,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.label_std = parse_label_std(self.label_std)
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.head not in HEAD_INPUTS:
+            raise ValueError(f"head must be one of {', '.join(HEAD_INPUTS)}, got {self.head!r}")
+        for name, low in (("batch_size", 1), ("frames_per_traj", 2), ("trajs_per_batch", 1), ("log_every", 1),
+                          ("keep_last", 1), ("num_workers", 0), ("eval_every", 0), ("save_every", 0),
+                          ("image_size", 8), ("steps", 1), ("warmup_steps", 0), ("max_gap", 2), ("threads", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, positive in (("lr", True), ("epochs", True), ("rank_temperature", True), ("time_limit", True),
+                               ("weight_decay", False), ("warmup_epochs", False), ("grad_clip", False),
+                               ("save_minutes", False), ("negative_weight", False)):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 if positive else value >= 0):
+                raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        if not 0 <= self.fixed_fraction <= 1:
+            raise ValueError(f"fixed_fraction must be in [0, 1], got {self.fixed_fraction}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.sigma_power < 0:
@@ -319,16 +352,31 @@ def _plain(value: Any) -> Any:
 
 
 class _Logger:
-    """CSV + TensorBoard scalars (rank 0); appends when a run is resumed."""
+    """CSV + TensorBoard scalars (rank 0). Rows after ``start_step`` (left by a run that went further
+    than the checkpoint it is resumed from, or by an earlier run in the same folder) are dropped."""
 
-    def __init__(self, out: Path, enabled: bool) -> None:
+    def __init__(self, out: Path, enabled: bool, start_step: int = 0) -> None:
         self.out, self.enabled, self._tb = out, enabled, None
         if enabled:
+            self._truncate(start_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(str(out / "tb"))
+                self._tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1)
             except ImportError:
                 print("[video2reward] tensorboard not installed: CSV logs only")
+
+    def _truncate(self, step: int) -> None:
+        for path in sorted(self.out.glob("*_log*.csv")):
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            if not rows:
+                continue
+            kept = [rows[0]] + [r for r in rows[1:] if r and (_int_or_none(r[0]) or 0) <= step]
+            if len(kept) < len(rows):
+                text = StringIO()
+                csv.writer(text).writerows(kept)
+                atomic_write_text(path, text.getvalue())
+                print(f"[video2reward] {path.name}: dropped {len(rows) - len(kept)} row(s) after step {step}")
 
     def log(self, name: str, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -356,12 +404,26 @@ class _Logger:
             self._tb.close()
 
 
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _past(deadline: float, info: _Dist, device: torch.device) -> bool:
     """Whether rank 0's clock passed ``deadline`` (all ranks agree, so they stop at the same step)."""
     flag = torch.tensor([float(time.perf_counter() > deadline)], device=device)
     if info.enabled:
         dist.broadcast(flag, 0)
     return bool(flag.item())
+
+
+def _agreed_signal(signum: int | None, device: torch.device) -> int | None:
+    """The largest signal number any rank received (0 = none), so that all ranks stop together."""
+    flag = torch.tensor([signum or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
 
 
 def _eval_metrics(results: dict[str, Any]) -> dict[str, float]:
@@ -390,16 +452,80 @@ def pretrain(config: TrainConfig) -> Path:
             dist.destroy_process_group()
 
 
-def _resume_path(cfg: TrainConfig, out: Path) -> Path | None:
+def _resume_path(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
+    last = out / "checkpoint_last.pth"
     if cfg.resume is None:
+        if is_main and last.is_file():
+            print(f"[video2reward] {last} exists; starting over at step 0 (continue it instead with --resume)")
         return None
     if cfg.resume == "auto":
-        path = out / "checkpoint_last.pth"
-        return path if path.is_file() else None
+        if not last.is_file():
+            if is_main:
+                print(f"[video2reward] --resume: nothing to resume ({last} does not exist); starting at step 0")
+            return None
+        return last
     path = Path(cfg.resume).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--resume checkpoint not found: {path}")
     return path
+
+
+class TrainingStopped(Exception):
+    """Training was stopped by a signal after saving ``checkpoint_last.pth``; rerun with ``--resume``."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopSignals:
+    """While active, SIGTERM / SIGINT only set :attr:`signum`: the loop finishes its step, saves and
+    stops. A second Ctrl-C interrupts at once. Inactive outside the main thread (signals cannot be
+    caught there)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def provenance(cfg: TrainConfig, train_set: VideoDataset, test_set: VideoDataset | None, image_size: int,
+               step: int, total_steps: int) -> dict[str, Any]:
+    """Where a checkpoint's weights come from, stored beside them (plain types, weights_only-loadable):
+    the data, its tasks and trajectory counts per split, the image size and the steps trained."""
+    counts = {task: {"train": n} for task, n in sorted(Counter(train_set.tasks).items())}
+    for task, n in Counter(test_set.tasks if test_set is not None else []).items():
+        counts.setdefault(task, {})["test"] = n
+    return {"data_path": str(Path(cfg.data_path).expanduser().resolve()), "tasks": list(train_set.task_names),
+            "trajectories": counts, "image_size": int(image_size), "backbone": cfg.backbone, "head": cfg.head,
+            "steps": int(step), "total_steps": int(total_steps), "seed": int(cfg.seed),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+class SaveError(RuntimeError):
+    """A checkpoint could not be written (disk full, no permission); the previous one is intact."""
+
+
+def _prune(out: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` periodic ``checkpoint_<step>.pth`` files."""
+    periodic = sorted((int(m.group(1)), path) for path in out.glob("checkpoint_*.pth")
+                      if (m := re.fullmatch(r"checkpoint_(\d+)\.pth", path.name)))
+    for _, path in periodic[:-keep]:
+        path.unlink(missing_ok=True)
 
 
 def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path:
@@ -420,7 +546,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     warmup = int(cfg.warmup_steps) if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
 
     step = 0
-    resume_from = _resume_path(cfg, out)
+    resume_from = _resume_path(cfg, out, info.is_main)
     if resume_from is not None:
         ckpt = read_checkpoint(resume_from)
         ckpt_cfg, state_dict = split_checkpoint(ckpt, str(resume_from))
@@ -434,71 +560,98 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
         if "rng" in ckpt:
             _set_rng_state(ckpt["rng"], device)
         if info.is_main:
-            print(f"[video2reward] resumed from {resume_from} at step {step}")
+            saved_at = (ckpt.get("provenance") or {}).get("saved_at") or datetime.fromtimestamp(
+                resume_from.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+            print(f"[video2reward] resumed from {resume_from}: step {step} of {total_steps}, saved {saved_at}")
 
     objective: nn.Module = ProgressObjective(model)
     if info.enabled:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = TripletSampler(train_set, cfg.batch_size, cfg.randomize, cfg.max_gap, cfg.label_std, cfg.shared_embedding,
                              cfg.frames_per_traj, cfg.trajs_per_batch, cfg.balance_tasks, cfg.seed, cfg.fixed_fraction)
-    logger = _Logger(out, info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    logger = _Logger(out, info.is_main, step)
+    if info.is_main:
         atomic_write_json(out / "config.json", {k: _plain(v) for k, v in asdict(cfg).items()})
         print(f"[video2reward] train: {train_set}; test: {test_set if test_set is not None else 'none'}")
         print(f"[video2reward] {total_steps} steps x {cfg.batch_size} triplets x {info.world_size} process(es) "
               f"({steps_per_epoch} steps/epoch), {cfg.backbone} at {image_size}px on {device}, "
               f"{'shared-embedding' if cfg.shared_embedding else 'per-triplet'} batches, {precision.name}")
 
-    def save(path: Path) -> None:
-        save_reward_model(model, path, optimizer=optimizer.state_dict(), step=step, rng=_rng_state(device),
-                          train_config={k: _plain(v) for k, v in asdict(cfg).items()})
+    def save(path: Path, **extra: Any) -> None:
+        origin = {**provenance(cfg, train_set, test_set, image_size, step, total_steps), **extra}
+        try:
+            save_reward_model(model, path, optimizer=optimizer.state_dict(), step=step, rng=_rng_state(device),
+                              train_config={k: _plain(v) for k, v in asdict(cfg).items()}, provenance=origin)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as "RuntimeError: ... unexpected pos"
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise SaveError(f"{path}: could not write the checkpoint at step {step} ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:120]}); {free:.0f} MiB free on that disk; the previous "
+                            f"checkpoint is intact") from None
 
     last = out / "checkpoint_last.pth"
     bar = tqdm(total=total_steps, initial=step, desc="pretraining", unit="step", dynamic_ncols=True,
                disable=not (info.is_main and cfg.progress_bar))
     tic, tic_step = time.perf_counter(), step
     deadline = time.perf_counter() + 60 * cfg.time_limit if cfg.time_limit else None
+    next_save = time.perf_counter() + 60 * cfg.save_minutes if cfg.save_minutes else None
     sums: dict[str, float] = {}
-    try:
-        for batch in batch_stream(sampler, step, total_steps, info.rank, cfg, image_size):
-            lr = lr_at(step, cfg.lr, warmup, total_steps, cfg.lr_schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            metrics = train_step(objective, optimizer, batch, cfg, device, precision.amp)
-            step += 1
-            bar.update(1)
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if step % cfg.log_every == 0 or step == total_steps:
-                n = step - tic_step
-                means = {key: value / n for key, value in sums.items()}
-                rate = n * cfg.batch_size * info.world_size / max(time.perf_counter() - tic, 1e-9)
-                logger.log("train", step, {**means, "lr": lr, "epoch": step / steps_per_epoch, "triplets_per_s": rate})
-                bar.set_postfix(loss=f"{means['loss']:.3f}", mae=f"{means['mae']:.3f}", refresh=False)
-                tic, tic_step, sums = time.perf_counter(), step, {}
-            if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps and test_set is not None:
-                eval_start = time.perf_counter()
-                results = evaluate(model, test_set)
-                if deadline is not None:  # periodic evaluation does not count as training time
-                    deadline += time.perf_counter() - eval_start
-                logger.log("eval", step, _eval_metrics(results))
-                bar.write(f"[video2reward] step {step}: test VOC {results['overall']['voc']:.4f}, "
-                          f"MAE {results['overall']['mae']:.4f}")
-            if info.is_main and cfg.save_every and step % cfg.save_every == 0:
-                save(out / f"checkpoint_{step}.pth")
+    with _StopSignals() as stop:
+        try:
+            batches = batch_stream(sampler, step, total_steps, info.rank, cfg, image_size)
+            while step < total_steps and stop.signum is None:
+                try:
+                    batch = next(batches)
+                except Exception:
+                    if stop.signum is not None:  # a data worker got the same Ctrl-C and died: not an error
+                        break
+                    raise
+                lr = lr_at(step, cfg.lr, warmup, total_steps, cfg.lr_schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                metrics = train_step(objective, optimizer, batch, cfg, device, precision.amp)
+                step += 1
+                if info.enabled:  # every rank must stop after the same step
+                    stop.signum = _agreed_signal(stop.signum, device)
+                bar.update(1)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                if step % cfg.log_every == 0 or step == total_steps:
+                    n = step - tic_step
+                    means = {key: value / n for key, value in sums.items()}
+                    rate = n * cfg.batch_size * info.world_size / max(time.perf_counter() - tic, 1e-9)
+                    logger.log("train", step, {**means, "lr": lr, "epoch": step / steps_per_epoch, "triplets_per_s": rate})
+                    bar.set_postfix(loss=f"{means['loss']:.3f}", mae=f"{means['mae']:.3f}", refresh=False)
+                    tic, tic_step, sums = time.perf_counter(), step, {}
+                if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps and test_set is not None:
+                    eval_start = time.perf_counter()
+                    results = evaluate(model, test_set)
+                    if deadline is not None:  # periodic evaluation does not count as training time
+                        deadline += time.perf_counter() - eval_start
+                    logger.log("eval", step, _eval_metrics(results))
+                    bar.write(f"[video2reward] step {step}: test VOC {results['overall']['voc']:.4f}, "
+                              f"MAE {results['overall']['mae']:.4f}")
+                if info.is_main and cfg.save_every and step % cfg.save_every == 0:
+                    save(out / f"checkpoint_{step}.pth")
+                    _prune(out, cfg.keep_last)
+                    save(last)
+                elif info.is_main and next_save is not None and time.perf_counter() >= next_save:
+                    save(last)
+                if next_save is not None and time.perf_counter() >= next_save:
+                    next_save = time.perf_counter() + 60 * cfg.save_minutes
+                if deadline is not None and _past(deadline, info, device) and step < total_steps:
+                    if info.is_main:
+                        bar.write(f"[video2reward] time limit of {cfg.time_limit:g} min reached at step {step}")
+                    break
+        finally:
+            bar.close()
+        if stop.signum is not None:
+            name = signal.Signals(stop.signum).name
+            if info.is_main:
                 save(last)
-            if deadline is not None and _past(deadline, info, device) and step < total_steps:
-                if info.is_main:
-                    bar.write(f"[video2reward] time limit of {cfg.time_limit:g} min reached at step {step}")
-                break
-    except KeyboardInterrupt:
-        if info.is_main:
-            save(last)
-            print(f"\n[video2reward] interrupted at step {step}; saved {last} (continue with --resume)")
-        raise
-    finally:
-        bar.close()
+            logger.close()
+            raise TrainingStopped(stop.signum, f"stopped by {name} at step {step} of {total_steps}; saved {last}")
     if info.is_main:
         save(last)
         print(f"[video2reward] saved {last}")
@@ -508,6 +661,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
         results = evaluate(model, eval_set, progress=cfg.progress_bar)
         logger.log("eval", step, _eval_metrics(results))
         write_evaluation(results, out, split=split, step=step, checkpoint=str(last))
+        save(last, heldout_voc=float(results["overall"]["voc"]), heldout_split=split)  # provenance gets the VOC
         print(f"[video2reward] {split} split evaluation (metrics.json, progress.png in {out}):\n{format_table(results)}")
     logger.close()
     if info.is_main and cfg.push_to_hub:
@@ -574,7 +728,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_every", type=int, help="evaluate on the test split every N steps (default 0: only at the end)")
     p.add_argument("--no_progress_bar", dest="progress_bar", action="store_false", help="no tqdm bars (for log files)")
     p.add_argument("--no_final_eval", dest="final_eval", action="store_false", help="skip the evaluation after training")
-    p.add_argument("--save_every", type=int, help="also keep checkpoint_<step>.pth every N steps")
+    p.add_argument("--save_every", type=int, help="also write checkpoint_<step>.pth every N steps")
+    p.add_argument("--keep_last", type=int, help=f"periodic checkpoint_<step>.pth files kept (default {d.keep_last})")
+    p.add_argument("--save_minutes", type=float, help="rewrite checkpoint_last.pth every N minutes of training, "
+                   f"so a killed run loses at most that much; 0 = off (default {d.save_minutes:g}); "
+                   "SIGTERM / Ctrl-C always save")
     p.add_argument("--log_every", type=int, help=f"log interval in steps (default {d.log_every})")
     p.add_argument("--resume", nargs="?", const="auto",
                    help="continue exactly from a checkpoint (no value: <output_dir>/checkpoint_last.pth if it exists)")
@@ -601,13 +759,16 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Entry point of ``Video2Reward/main_ours.py``."""
+    """Entry point of ``Video2Reward/main_ours.py``: errors end it with one line (see
+    :mod:`video2reward.errors`); SIGTERM / Ctrl-C save ``checkpoint_last.pth`` and exit 128 + signal."""
     cfg = config_from_args(argv)
-    try:
-        return pretrain(cfg)
-    except DataError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    with one_line_errors():
+        try:
+            return pretrain(cfg)
+        except TrainingStopped as stopped:
+            print(f"[video2reward] {stopped} (continue with --resume)", flush=True)
+            raise SystemExit(128 + stopped.signum) from None
 
 
-__all__ = ["PRESETS", "RANK_WEIGHT", "ProgressObjective", "TrainConfig", "batch_stream", "build_parser", "config_from_args",
+__all__ = ["PRESETS", "RANK_WEIGHT", "ProgressObjective", "SaveError", "TrainConfig", "TrainingStopped", "provenance", "batch_stream", "build_parser", "config_from_args",
            "lr_at", "main", "prepare_batch", "pretrain", "train_step"]

@@ -37,7 +37,7 @@ def toy_overrides(tmp_path, frames):
             "online_finetune_every_step=10", "finetune.expert_batch_size=4", "finetune.replay_batch_size=4",
             f"reward.checkpoint={tmp_path / 'reward' / 'toy.pth'}", f"exp_data_path={tmp_path / 'demos'}",
             "demos.num_train=3", "demos.num_test=1", "pretrain.steps=10", "pretrain.batch_size=8",
-            "num_threads=1"]
+            "reward.pretrain_if_missing=true", "num_threads=1"]
 
 
 @pytest.mark.slow
@@ -79,6 +79,7 @@ def test_drawer_open_smoke_from_drm_dir(tmp_path):
                          "episode_length=15", "batch_size=8", "agent.hidden_dim=32", "agent.num_expl_steps=30",
                          "online_finetune_every_step=10", "finetune.expert_batch_size=2",
                          "finetune.replay_batch_size=2", f"reward.checkpoint={tmp_path / 'mw.pth'}",
+                         "reward.pretrain_if_missing=true",
                          f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[drawer-open]",
                          "demos.num_train=1", "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
                          "num_threads=1", "save_video=false", "amp=false", cwd=ROOT / "DrM")
