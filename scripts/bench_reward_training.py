@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="time without augmentation")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     add_precision_flag(p, default=["fp32", "bf16"], compare=True)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,7 +42,7 @@ def main() -> None:
     s = args.image_size
     trajs = [torch.randint(0, 256, (101, 3, s, s), dtype=torch.uint8, generator=g) for _ in range(24)]
     dataset = VideoDataset.from_trajectories(trajs, [f"task{i % 6}" for i in range(24)])
-    device = torch.device("cpu")
+    device = torch.device(args.device)
 
     precisions = {q.label: q for q in (resolve_precision(name, device) for name in args.precision)}
     variants = {}
@@ -51,7 +52,7 @@ def main() -> None:
                               shared_embedding=shared, precision=precision.name, augment=args.augment,
                               frames_per_traj=args.frames_per_traj, trajs_per_batch=args.trajs_per_batch)
             torch.manual_seed(0)
-            model = ProgressModel(args.backbone, s, amp=precision.amp, channels_last=precision.channels_last)
+            model = ProgressModel(args.backbone, s, amp=precision.amp, channels_last=precision.channels_last).to(device)
             sampler = TripletSampler(dataset, cfg.batch_size, cfg.randomize, None, cfg.label_std, shared,
                                      cfg.frames_per_traj, cfg.trajs_per_batch)
             name = f"{'shared-embedding' if shared else 'per-triplet':<16} {label:<7}"
@@ -63,6 +64,8 @@ def main() -> None:
             t0 = time.perf_counter()
             batch = prepare_batch(v["sampler"], step, 0, v["cfg"], s)
             train_step(v["objective"], v["optimizer"], batch, v["cfg"], device, v["amp"])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if step > 0:  # the first step warms up allocators and kernels
                 v["times"].append(time.perf_counter() - t0)
             v["frames"] = batch.flat_frames.shape[0]
