@@ -25,30 +25,10 @@ from tqdm.auto import tqdm
 
 from .data import VideoDataset, load_dataset
 from .io import atomic_path, atomic_write_json
+from .metrics import rankdata, spearman  # re-exported: their home is metrics.py
 from .model import ProgressModel
 
 CURVE_POINTS = 101  # normalised-time grid of the progress curves
-
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks (0-based) with ties given their average rank."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-    ends = np.r_[starts[1:], len(x)]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = 0.5 * (s + e - 1)
-    return ranks
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation; 0.0 when either input is constant."""
-    rx, ry = rankdata(x), rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
-    return float((rx * ry).sum() / denom) if denom > 0 else 0.0
 
 
 def predict_trajectory(model: ProgressModel, frames: torch.Tensor, batch_size: int = 256

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, load_image, natural_key
-from .evaluate import spearman
+from .metrics import spearman
 from .errors import debug, error_line
 from .model import ProgressModel
 from .precision import add_precision_flag, resolve_precision
