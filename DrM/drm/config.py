@@ -17,7 +17,10 @@ from video2reward.model import BACKBONES, HEAD_INPUTS
 from video2reward.precision import PRECISIONS
 
 from .envs import RENDER_QUALITIES, TASKS
+from .refine import AGENT_FRAMES, CROPS
 from .rewards import RELABEL_MODES, REWARD_MODELS
+
+FIRST_FRAMES = ("reset", "after_first_action")  # the episode's init frame (drm.workspace.Workspace._begin)
 
 # keys that may change between a run and its continuation in the same run directory
 HARMLESS_KEYS = frozenset({
@@ -36,10 +39,12 @@ _MIN_INT = {  # integer keys and their smallest allowed value
 }
 _POSITIVE = ("agent.lr", "finetune.lr", "pretrain.lr", "agent.critic_target_tau", "agent.stddev_clip")
 _NON_NEGATIVE = ("reward.alpha", "finetune.pushback_weight", "finetune.clip_grad", "finetune.sigma_scale")
-_BOOL = ("save_video", "save_snapshot", "online_finetune", "demos.keep_failures")
+_BOOL = ("save_video", "save_snapshot", "online_finetune", "demos.keep_failures", "reward.train_mode",
+         "finetune.round_label_std", "finetune.resume_optimizer")
 _CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "render_quality": RENDER_QUALITIES,
             "precision": PRECISIONS, "pretrain.backbone": tuple(BACKBONES), "pretrain.head": tuple(HEAD_INPUTS),
-            "task_name": tuple(TASKS)}
+            "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "finetune.agent_frames": AGENT_FRAMES,
+            "finetune.crop": CROPS}
 
 
 class ConfigError(ValueError):

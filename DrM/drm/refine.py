@@ -7,13 +7,19 @@ Every ``online_finetune_every_step`` agent steps, one AdamW step on
                                                                             the agent's own frames
 
 where ``(mu, sigma) = E(o_init, o_t, o_goal)`` on triplets from the agent's replay episodes. Expert
-triplets use fixed endpoints (first and last frame, middle frame uniform). Both kinds get the same
-random-resized crop (area 0.8-1, one crop shared by the three frames of a triplet). The gradient
-norm is clipped at ``clip_grad``. The model is in train mode only inside :meth:`update`.
+triplets use fixed endpoints (first and last frame, middle frame uniform). Both kinds get a
+random-resized crop (area 0.8-1, one crop shared by the three frames of a triplet; ``crop="per_batch"``:
+one crop for all agent triplets, as the released code). The gradient norm is clipped at
+``clip_grad``. The model is in train mode only inside :meth:`update`.
+
+Release options (``variant=release``, docs/rl.md): ``crop="per_batch"``, ``round_label_std`` (the
+released loader rounds ``sqrt(1/delta)`` to 3 decimals) and :meth:`load_optimizer_state` (AdamW
+continues from the checkpoint's saved state).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -33,7 +39,26 @@ class RefineConfig:
     expert_batch_size: int = 32
     replay_batch_size: int = 32
     crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop: str = "per_triplet"  # per_triplet | per_batch (one crop for all agent triplets, released)
+    round_label_std: bool = False  # round the expert label std to 3 decimals (released)
     clip_grad: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+
+
+CROPS = ("per_triplet", "per_batch")
+# agent frames of a push-back step: the newest frame of a separate replay sample, or the oldest stacked
+# frame of the agent's update batch (released); the workspace picks them
+AGENT_FRAMES = ("replay", "update_batch")
+# where a checkpoint keeps its optimiser state: ours, the released Meta-World file, the released EPIC file
+OPTIMIZER_KEYS = ("optimizer", "optim_state_dict", "optimizer_state_dict")
+
+
+def saved_optimizer_state(checkpoint: Mapping[str, Any]) -> dict | None:
+    """The optimiser state stored in a reward checkpoint's dict, or ``None`` if it has none."""
+    return next((checkpoint[k] for k in OPTIMIZER_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
 
 
 def pushback_target(mu: torch.Tensor, sigma: torch.Tensor, beta: float, sigma_scale: float = 1.0) -> Normal:
@@ -67,14 +92,40 @@ class PushBackRefiner:
         idx = np.stack([np.zeros_like(last), mid, last], axis=1)
         frames = self.expert.gather(traj[:, None], idx)
         delta = torch.as_tensor(last, dtype=torch.float32)
-        return frames, torch.as_tensor(mid, dtype=torch.float32) / delta, torch.sqrt(1.0 / delta)
+        std = torch.sqrt(1.0 / delta)
+        if self.config.round_label_std:
+            std = torch.round(std, decimals=3)
+        return frames, torch.as_tensor(mid, dtype=torch.float32) / delta, std
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Continue AdamW from a saved state (moments, step counts); the learning rate stays ``lr``."""
+        try:
+            self.optimizer.load_state_dict(state)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"the checkpoint's optimiser state does not fit the reward model: {e}") from e
+        for param, slots in self.optimizer.state.items():  # load_state_dict checks counts, not shapes
+            bad = [v for v in slots.values() if torch.is_tensor(v) and v.dim() and v.shape != param.shape]
+            if bad:
+                self.optimizer.state.clear()
+                raise ValueError(f"the checkpoint's optimiser state does not fit the reward model: a moment of "
+                                 f"shape {tuple(bad[0].shape)} for a parameter of shape {tuple(param.shape)}")
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
+
+    def _augment(self, expert: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+        """Expert ``(E, 3, 3, S, S)`` and agent ``(A, 3, 3, S, S)`` triplets, cropped, concatenated."""
+        if self.config.crop == "per_triplet":
+            return augment(torch.cat([expert, agent]), self.augment_config, generator=self.generator)
+        expert = augment(expert, self.augment_config, generator=self.generator)
+        one = augment(agent.flatten(0, 1)[None], self.augment_config, generator=self.generator)[0]
+        return torch.cat([expert, one.view_as(agent)])
 
     def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
         """One refinement step; ``init``/``current``/``goal`` are uint8 ``(B, 3, S, S)`` agent frames."""
         cfg = self.config
         frames, label_mu, label_std = self.expert_triplets(cfg.expert_batch_size)
         agent = torch.stack([init.cpu(), current.cpu(), goal.cpu()], dim=1)
-        triplets = augment(torch.cat([frames, agent]), self.augment_config, generator=self.generator)
+        triplets = self._augment(frames, agent)
         n_exp = frames.shape[0]
         self.model.train()
         try:

@@ -15,7 +15,7 @@ Resolution order for ``reward_model=ours``:
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,8 @@ def _same_pretraining(last: Path, config: Any) -> bool:
     except (CheckpointError, OSError):  # a damaged leftover: train from scratch
         return False
     wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
-    return all(saved.get(k) == v for k, v in wanted.items() if k not in ("resume", "progress_bar"))
+    added = {f.name: f.default for f in fields(config)}  # keys newer than the checkpoint: their defaults
+    return all(saved.get(k, added.get(k)) == v for k, v in wanted.items() if k not in ("resume", "progress_bar"))
 
 
 def pretrain_reward_model(cfg: DictConfig, path: Path, precision: Precision) -> Path:

@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from video2reward import ProgressModel
+from video2reward import ProgressModel, autocast
 
 from .replay_buffer import Batch, discounted_sum
 
@@ -34,7 +34,11 @@ RELABEL_MODES = ("window", "paper", "stored")
 
 
 class ProgressRewarder:
-    """PROGRESSOR rewards for one episode at a time; the model runs in eval mode only.
+    """PROGRESSOR rewards for one episode at a time; the model runs in eval mode, except that with
+    ``train_mode`` set :meth:`step` runs it as the released code did before its first agent update:
+    in train mode, BatchNorm normalising each frame with its own statistics and updating the running
+    ones, the init, current and goal frames encoded one at a time at every step (nothing cached).
+    The workspace calls :meth:`end_train_mode` at the first agent update.
 
     Everything cached (init/goal features per episode, rewards per replay frame) belongs to the
     model as it was at the last :meth:`refresh`: call it whenever the weights change (the workspace
@@ -43,11 +47,13 @@ class ProgressRewarder:
 
     MAX_CACHED_REWARDS = 4_000_000  # bound on the per-frame reward cache (dropped whole beyond it)
 
-    def __init__(self, model: ProgressModel, alpha: float | None = None) -> None:
+    def __init__(self, model: ProgressModel, alpha: float | None = None, train_mode: bool = False) -> None:
         self.model = model
         self.alpha = model.alpha if alpha is None else float(alpha)
+        self.train_mode = bool(train_mode)
         self._f_init: torch.Tensor | None = None
         self._f_goal: torch.Tensor | None = None
+        self._frames_init_goal: tuple[torch.Tensor, torch.Tensor] | None = None
         # episode id -> (2, D) init/goal features under the current weights; cleared by refresh()
         self._episode_features: dict[int, torch.Tensor] = {}
         # frame key (episode id, step) -> reward under the current weights; cleared by refresh()
@@ -59,21 +65,50 @@ class ProgressRewarder:
 
     def start_episode(self, init_frame: np.ndarray, goal_frame: np.ndarray) -> None:
         """Encode and cache the episode's init and goal frames ``(3, S, S)`` uint8."""
-        f = self.model.encode(torch.cat([self._frames(init_frame), self._frames(goal_frame)]))
+        self._frames_init_goal = (self._frames(init_frame), self._frames(goal_frame))
+        if self.train_mode:  # encoded at every step instead (their BatchNorm updates are part of it)
+            self._f_init = self._f_goal = None
+            return
+        f = self.model.encode(torch.cat(self._frames_init_goal))
         self._f_init, self._f_goal = f[:1], f[1:]
 
-    def refresh(self, init_frame: np.ndarray, goal_frame: np.ndarray) -> None:
-        """The model changed (push-back refinement): re-encode the episode cache, drop the
-        per-episode features :meth:`score` kept."""
+    def end_train_mode(self) -> None:
+        """Score in eval mode from now on (the released code's first agent update); the running
+        statistics moved, so every cache is rebuilt."""
+        self.train_mode = False
+        self.refresh()
+
+    def _train_mode_features(self, frame: torch.Tensor) -> torch.Tensor:
+        """Features of one frame ``(1, 3, S, S)`` with the model in train mode (running stats updated)."""
+        was_training = self.model.training
+        self.model.train()
+        try:
+            with torch.no_grad(), autocast(self.model.device, self.model.amp):
+                return self.model.features(frame)
+        finally:
+            self.model.train(was_training)
+
+    def refresh(self, init_frame: np.ndarray | None = None, goal_frame: np.ndarray | None = None) -> None:
+        """The model changed (push-back refinement): re-encode the episode cache (the current
+        episode's frames by default), drop the per-episode features :meth:`score` kept."""
         self._episode_features.clear()
         self._rewards.clear()
-        self.start_episode(init_frame, goal_frame)
+        if init_frame is not None:
+            self.start_episode(init_frame, goal_frame)
+        elif self._frames_init_goal is not None:
+            self.start_episode(*self._frames_init_goal)
 
     def step(self, frame: np.ndarray) -> tuple[float, float, float]:
-        """``(reward, mu, sigma)`` of the current frame ``(3, S, S)``: one frame encoded."""
-        if self._f_init is None:
+        """``(reward, mu, sigma)`` of the current frame ``(3, S, S)``: one frame encoded (three in
+        ``train_mode``)."""
+        if self._frames_init_goal is None:
             raise RuntimeError("call start_episode(init_frame, goal_frame) before step()")
-        dist = self.model.predict_from_features(self._f_init, self.model.encode(self._frames(frame)), self._f_goal)
+        if self.train_mode:
+            init, goal = self._frames_init_goal
+            f_init, f_cur, f_goal = (self._train_mode_features(x) for x in (init, self._frames(frame), goal))
+            dist = self.model.predict_from_features(f_init, f_cur, f_goal)
+        else:
+            dist = self.model.predict_from_features(self._f_init, self.model.encode(self._frames(frame)), self._f_goal)
         reward = self.model.reward_from_normal(dist, self.alpha)
         return float(reward[0]), float(dist.loc[0]), float(dist.scale[0])
 
@@ -145,13 +180,16 @@ class ProgressRewarder:
                 "features": torch.stack([self._episode_features[e].cpu() for e in eps]) if eps
                 else torch.zeros(0, 2, 0),
                 "reward_keys": torch.tensor(keys, dtype=torch.int64).view(-1, 2),
-                "rewards": torch.tensor([self._rewards[k] for k in keys], dtype=torch.float64)}
+                "rewards": torch.tensor([self._rewards[k] for k in keys], dtype=torch.float64),
+                "train_mode": torch.tensor(self.train_mode)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         device = self.model.device
         self._episode_features = {int(e): f.to(device) for e, f in zip(state["feature_episodes"], state["features"])}
         self._rewards = {(int(e), int(t)): float(r)
                          for (e, t), r in zip(state["reward_keys"].tolist(), state["rewards"].tolist())}
+        if "train_mode" in state:
+            self.train_mode = bool(state["train_mode"])
 
 
 def collected_reward(reward_model: str, env_reward: float, success: bool, progress_reward: float | None) -> float:

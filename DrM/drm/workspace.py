@@ -41,8 +41,8 @@ from .config import check_config, check_resume
 from .envs import make_env
 from .logger import Logger, MeterGroup
 from .plots import plot_learning_curve
-from .refine import PushBackRefiner, RefineConfig
-from .replay_buffer import ReplayBuffer
+from .refine import PushBackRefiner, RefineConfig, saved_optimizer_state
+from .replay_buffer import Batch, ReplayBuffer
 from .reward_setup import load_expert_demos, resolve_reward_model
 from .rewards import ProgressRewarder, collected_reward, relabel
 from .schedules import discount_at, nstep_at
@@ -127,14 +127,17 @@ class Workspace:
         self.rewarder: ProgressRewarder | None = None
         self.refiner: PushBackRefiner | None = None
         if self.reward_model is not None:
-            self.rewarder = ProgressRewarder(self.reward_model, cfg.reward.alpha)
+            self.rewarder = ProgressRewarder(self.reward_model, cfg.reward.alpha, train_mode=cfg.reward.train_mode)
             if cfg.online_finetune:
                 expert = load_expert_demos(cfg, self.reward_model.image_size)
                 fc = cfg.finetune
                 self.refiner = PushBackRefiner(self.reward_model, expert, RefineConfig(
                     lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
                     expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
-                    crop_scale=tuple(fc.crop_scale), clip_grad=fc.clip_grad), amp=self.precision.amp, seed=cfg.seed)
+                    crop_scale=tuple(fc.crop_scale), crop=fc.crop, round_label_std=fc.round_label_std,
+                    clip_grad=fc.clip_grad), amp=self.precision.amp, seed=cfg.seed)
+                if fc.resume_optimizer:
+                    self._resume_refine_optimizer()
 
         self.logger = Logger(self.run_dir)
         self.video = VideoRecorder(self.run_dir / "eval_video" if cfg.save_video else None)
@@ -147,6 +150,18 @@ class Workspace:
             self.load_snapshot(snapshot)
             self.logger.truncate(self.global_frame)
             print(f"resumed from {self.run_dir / SNAPSHOT} at frame {self.global_frame}", flush=True)
+
+    def _resume_refine_optimizer(self) -> None:
+        """``finetune.resume_optimizer``: AdamW continues from the reward checkpoint's optimiser state
+        (the released code loads ``optim_state_dict``); a checkpoint without one keeps a fresh AdamW."""
+        source = str(self.cfg.reward.checkpoint)
+        state = None if source.startswith("hf://") else saved_optimizer_state(read_checkpoint(Path(source).expanduser()))
+        if state is None:
+            print(f"finetune.resume_optimizer: {source} holds no optimiser state; refinement starts a fresh AdamW",
+                  flush=True)
+            return
+        self.refiner.load_optimizer_state(state)
+        print(f"finetune.resume_optimizer: refinement AdamW continues from the state saved in {source}", flush=True)
 
     # ------------------------------------------------------------------ counters
     @property
@@ -168,14 +183,21 @@ class Workspace:
         return (self.cfg.seed * 1_000_003 + episode + (500_000_000 if eval_episode else 0)) % 2**31
 
     # ------------------------------------------------------------------ episodes
-    def _reset(self, env, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """(obs, init frame, goal frame, expert reached the goal) for a new episode."""
+    def _reset(self, env, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, bool] | None]:
+        """(obs, reset frame, :meth:`_begin`'s result) of a new episode; the last is ``None`` with
+        ``first_frame=after_first_action``, where the caller begins the episode after its first step."""
         obs, info = env.reset(seed=seed)
+        begun = self._begin(env, info["frame"]) if self.cfg.first_frame == "reset" else None
+        return obs, info["frame"], begun
+
+    def _begin(self, env, init: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Fix the episode's init frame and render its goal (the expert finishes the episode from the
+        env's current state): at reset, or after the first action (``first_frame``, as released).
+        Returns (init frame, goal frame, expert reached the goal)."""
         goal, expert_success = env.goal_frame()
-        init = info["frame"]
         if self.rewarder is not None:
             self.rewarder.start_episode(init, goal)
-        return obs, init, goal, expert_success
+        return init, goal, expert_success
 
     def _score(self, frame: np.ndarray) -> tuple[float | None, float | None]:
         """(PROGRESSOR reward, mu) of a frame, or (None, None) without a reward model."""
@@ -190,13 +212,15 @@ class Workspace:
         successes, rewards, env_rewards, goal_ok = [], [], [], []
         curves: list[tuple[list[float], bool]] = []
         for i in range(cfg.num_eval_episodes):
-            obs, _, _, expert_success = self._reset(self.eval_env, self._episode_seed(i, eval_episode=True))
+            obs, _, begun = self._reset(self.eval_env, self._episode_seed(i, eval_episode=True))
             self.video.init(self.eval_env.render(), enabled=(i == 0))
             success, total, total_env, mus = False, 0.0, 0.0, []
             truncated = False
             while not truncated:
                 action = self.agent.act(obs, self.global_step, eval_mode=True)
                 obs, env_reward, _, truncated, info = self.eval_env.step(action)
+                if begun is None:
+                    begun = self._begin(self.eval_env, info["frame"])
                 progress, mu = self._score(info["frame"])
                 success |= bool(info["success"])
                 total += collected_reward(cfg.reward_model, env_reward, info["success"], progress)
@@ -211,7 +235,7 @@ class Workspace:
             successes.append(success)
             rewards.append(total)
             env_rewards.append(total_env)
-            goal_ok.append(expert_success)
+            goal_ok.append(begun[2])
             if mus:
                 curves.append((mus, success))
         if curves:
@@ -240,12 +264,16 @@ class Workspace:
         plt.close(fig)
 
     # ------------------------------------------------------------------ training
-    def _update(self, meters: MeterGroup) -> None:
+    def _update(self, meters: MeterGroup, refine: bool = False) -> None:
+        """One agent update; ``refine``: first a push-back step on this batch's agent frames
+        (``finetune.agent_frames=update_batch``, as released)."""
         cfg = self.cfg
         window = cfg.reward_model == "ours" and cfg.reward.relabel == "window"
         with self.timers("sample"):
             batch = self.replay.sample(cfg.batch_size, self.nstep(), self.discount(), window=window)
             batch = batch.to_torch(self.device)
+        if refine:
+            self._refine(meters, batch)
         with self.timers("relabel"):
             batch = relabel(batch, cfg.reward_model, cfg.reward.relabel, self.rewarder)
         with self.timers("update"):
@@ -253,13 +281,18 @@ class Workspace:
         metrics.update(batch_reward=float(batch.reward.mean()), nstep=batch.nstep, discount=batch.gamma)
         meters.update(metrics)
 
-    def _refine(self, meters: MeterGroup, init: np.ndarray, goal: np.ndarray) -> None:
+    def _refine(self, meters: MeterGroup, batch: Batch | None = None) -> None:
+        """One push-back step on agent triplets: the newest frame of a separate replay sample, or the
+        oldest stacked frame of the agent's update ``batch``."""
         with self.timers("refine"):
-            batch = self.replay.sample(self.refiner.config.replay_batch_size, 1, 1.0, window=False)
-            current = torch.as_tensor(batch.obs[:, -3:])
+            if batch is None:
+                batch = self.replay.sample(self.refiner.config.replay_batch_size, 1, 1.0, window=False)
+                current = torch.as_tensor(batch.obs[:, -3:])
+            else:
+                current = torch.as_tensor(batch.oldest_frame)
             metrics = self.refiner.update(torch.as_tensor(batch.init_frame), current,
                                           torch.as_tensor(batch.goal_frame))
-            self.rewarder.refresh(init, goal)  # the cached embeddings belong to the old model
+            self.rewarder.refresh()  # the cached embeddings belong to the old model
         meters.update(metrics)
 
     def train(self) -> dict[str, float]:
@@ -269,20 +302,28 @@ class Workspace:
         final_eval: dict[str, float] = {}
         if self.global_frame == 0:
             final_eval = self._evaluate_and_log()
+        from_batch = cfg.finetune.agent_frames == "update_batch"
         while self.global_frame < cfg.num_train_frames:
-            obs, init, goal, expert_success = self._reset(self.train_env, self._episode_seed(self.global_episode))
-            self.replay.add_first(init, goal_frame=goal)
+            obs, reset_frame, begun = self._reset(self.train_env, self._episode_seed(self.global_episode))
+            if begun is not None:
+                self.replay.add_first(reset_frame, goal_frame=begun[1])
             ep_reward, ep_env_reward, ep_success, truncated = 0.0, 0.0, False, False
             while not truncated:
                 with self.timers("act"):
                     action = self.agent.act(obs, self.global_step, eval_mode=False)
                 if self.global_step >= self.seed_steps:
+                    if self.rewarder is not None and self.rewarder.train_mode:
+                        self.rewarder.end_train_mode()  # the released code's first update sets eval mode
+                    refine = self.refiner is not None and self.global_step % cfg.online_finetune_every_step == 0
                     if self.agent.should_update(self.global_step):
-                        self._update(meters)
-                    if self.refiner is not None and self.global_step % cfg.online_finetune_every_step == 0:
-                        self._refine(meters, init, goal)
+                        self._update(meters, refine=refine and from_batch)
+                    if refine and not from_batch:
+                        self._refine(meters)
                 with self.timers("env"):
                     obs, env_reward, _, truncated, info = self.train_env.step(action)
+                if begun is None:  # first_frame=after_first_action
+                    begun = self._begin(self.train_env, info["frame"])
+                    self.replay.add_first(reset_frame, init_frame=begun[0], goal_frame=begun[1])
                 progress, _ = self._score(info["frame"])
                 reward = collected_reward(cfg.reward_model, env_reward, info["success"], progress)
                 self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated)
@@ -292,7 +333,7 @@ class Workspace:
                 self.global_step += 1
             self.global_episode += 1
             meters.update({"episode_reward": ep_reward, "episode_env_reward": ep_env_reward,
-                           "episode_success": float(ep_success), "goal_expert_success": float(expert_success)})
+                           "episode_success": float(ep_success), "goal_expert_success": float(begun[2])})
 
             frame = self.global_frame
             if frame - last_log >= cfg.log_every_frames or frame >= cfg.num_train_frames:

@@ -23,7 +23,9 @@ Conversions (documented choices):
   grayscale and palette images are expanded to RGB.
 * Size: each frame is resized on its own so that its shorter side is ``S`` and centre-cropped to
   ``S x S`` (the evaluation transform). Frames of different sizes, even within one trajectory, are
-  therefore accepted; non-square frames lose the borders of their longer side.
+  therefore accepted; non-square frames lose the borders of their longer side. ``resize="fit"``
+  (default) resamples bicubic (``ImageOps.fit``); ``resize="epic"`` is the released EPIC pipeline,
+  ``Resize(S)`` (bilinear, shorter side to ``S``) then ``CenterCrop(S)``.
 """
 from __future__ import annotations
 
@@ -176,32 +178,48 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def fit_frame(img: Image.Image, size: int) -> np.ndarray:
-    """RGB image -> uint8 ``(3, size, size)``: shorter side resized to ``size``, centre-cropped."""
+RESIZES = ("fit", "epic")  # fit: bicubic ImageOps.fit; epic: bilinear shorter side, then centre crop (released EPIC)
+
+
+def fit_frame(img: Image.Image, size: int, resize: str = "fit") -> np.ndarray:
+    """RGB image -> uint8 ``(3, size, size)``: shorter side resized to ``size``, centre-cropped
+    (``resize``: see :data:`RESIZES`)."""
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
     if img.size != (size, size):
-        img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
+        if resize == "fit":
+            img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
+        else:
+            w, h = img.size
+            if w <= h:
+                new = (size, int(size * h / w))
+            else:
+                new = (int(size * w / h), size)
+            img = img.resize(new, Image.Resampling.BILINEAR)
+            left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+            img = img.crop((left, top, left + size, top + size))
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
+def load_image(path: Path, size: int, resize: str = "fit") -> np.ndarray:
     """One image file -> uint8 ``(3, size, size)``; :class:`DataError` if it cannot be decoded."""
     try:
         with Image.open(path) as img:
             img.load()
-            return fit_frame(to_rgb(img), size)
+            return fit_frame(to_rgb(img), size, resize)
     except Image.DecompressionBombError as exc:  # Pillow's guard against huge images; not an OSError
         raise DataError(f"{path}: image too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {str(exc).strip() or 'no detail'})") from None
 
 
-def iter_video(path: Path, size: int) -> Iterator[np.ndarray]:
+def iter_video(path: Path, size: int, resize: str = "fit") -> Iterator[np.ndarray]:
     """Frames of a video file as uint8 ``(3, size, size)``; :class:`DataError` if it cannot be decoded."""
     import imageio.v3 as iio  # imageio-ffmpeg backend; imported lazily, only videos need it
 
     try:
         for frame in iio.imiter(path):
-            yield fit_frame(to_rgb(Image.fromarray(np.asarray(frame))), size)
+            yield fit_frame(to_rgb(Image.fromarray(np.asarray(frame))), size, resize)
     except (OSError, RuntimeError, ValueError, StopIteration) as exc:
         first = (str(exc).strip().splitlines() or ["no detail"])[0]
         raise DataError(f"{path}: unreadable video ({type(exc).__name__}: {first})") from None
@@ -320,7 +338,7 @@ def _default_cache_dir(root: Path) -> Path:
 
 
 def _decode_all(sources: Sequence[TrajectorySource], image_size: int, out, num_workers: int,
-                desc: str) -> list[int]:
+                desc: str, resize: str = "fit") -> list[int]:
     """Decode every frame into the open binary file ``out``; returns the trajectory lengths."""
     lengths: list[int] = []
     total = sum(len(s.paths) for s in sources if not s.is_video)
@@ -329,14 +347,14 @@ def _decode_all(sources: Sequence[TrajectorySource], image_size: int, out, num_w
         for src in sources:
             if src.is_video:
                 n = 0
-                for frame in iter_video(src.paths[0], image_size):
+                for frame in iter_video(src.paths[0], image_size, resize):
                     out.write(frame.tobytes())
                     n += 1
                     bar.update(1)
                 if n < 2:
                     raise DataError(f"{src.paths[0]}: video has {n} decodable frame(s); at least 2 are needed")
             else:
-                for frame in pool.map(lambda p: load_image(p, image_size), src.paths):
+                for frame in pool.map(lambda p: load_image(p, image_size, resize), src.paths):
                     out.write(frame.tobytes())
                     bar.update(1)
                 n = len(src.paths)
@@ -346,8 +364,10 @@ def _decode_all(sources: Sequence[TrajectorySource], image_size: int, out, num_w
 
 def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int = 84,
                  tasks: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None,
-                 train_fraction: float = TRAIN_FRACTION, num_workers: int = 2, verbose: bool = True) -> VideoDataset:
-    """Discover the ``split`` trajectories under ``root`` and return them decoded at ``image_size``.
+                 train_fraction: float = TRAIN_FRACTION, num_workers: int = 2, verbose: bool = True,
+                 resize: str = "fit") -> VideoDataset:
+    """Discover the ``split`` trajectories under ``root`` and return them decoded at ``image_size``
+    (``resize``: how frames of another size are brought to it, :data:`RESIZES`).
 
     The first call decodes every frame (tqdm bar) into ``<cache_dir>/<split>-<S>px-<key>.u8`` plus an
     index ``.json`` (both written atomically); later calls memory-map that file. ``cache_dir``
@@ -359,7 +379,9 @@ def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int 
     key = _fingerprint(root, sources, image_size)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir(root)
     selection = "all" if tasks is None else hashlib.sha256("|".join(sorted(tasks)).encode()).hexdigest()[:8]
-    prefix = f"{split}-{image_size}px-{selection}"
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
+    prefix = f"{split}-{image_size}px-{selection}" if resize == "fit" else f"{split}-{image_size}px-{resize}-{selection}"
     data_path, index_path = cache / f"{prefix}-{key}.u8", cache / f"{prefix}-{key}.json"
     if index_path.is_file() and data_path.is_file():
         try:
@@ -370,7 +392,7 @@ def load_dataset(root: str | os.PathLike, split: str = "train", image_size: int 
     with atomic_path(data_path) as tmp:
         with open(tmp, "wb") as out:
             lengths = _decode_all(sources, image_size, out, num_workers,
-                                  desc=f"decoding {root.name}/{split} -> {image_size}px")
+                                  desc=f"decoding {root.name}/{split} -> {image_size}px", resize=resize)
     atomic_write_json(index_path, {"version": CACHE_VERSION, "root": str(root.resolve()), "split": split,
                                    "image_size": image_size, "lengths": lengths,
                                    "tasks": [s.task for s in sources], "names": [s.name for s in sources]})

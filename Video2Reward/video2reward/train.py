@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from . import augment as aug
 from .checkpoint import read_checkpoint, save_reward_model, split_checkpoint, load_state_dict_strict
-from .data import DataError, VideoDataset, discover_trajectories, load_dataset
+from .data import RESIZES, DataError, VideoDataset, discover_trajectories, load_dataset
 from .errors import one_line_errors
 from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json, atomic_write_text
@@ -66,6 +66,7 @@ class TrainConfig:
     cache_dir: str | None = None  # decoded-frame cache (default: <data_path>/.v2r_cache)
     backbone: str = "convnet_spatial"  # a key of video2reward.model.BACKBONES
     image_size: int | None = None  # frame size fed to the model (default: the backbone's, 84 for convnet)
+    resize: str = "fit"  # frames of another size: fit (bicubic) | epic (bilinear + centre crop, the released EPIC input)
     head: str = "distance"  # head input, a key of video2reward.model.HEAD_INPUTS ("concat": the released layout)
     batch_size: int = 1024  # triplets per optimiser step and process (the head is cheap; frames are what cost)
     steps: int | None = 2000  # optimiser steps; None: derived from `epochs`
@@ -130,6 +131,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
         if not 0 <= self.fixed_fraction <= 1:
             raise ValueError(f"fixed_fraction must be in [0, 1], got {self.fixed_fraction}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {self.resize!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.sigma_power < 0:
@@ -161,6 +164,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  negatives=True, augmentation="epic", grad_clip=0.0, shared_embedding=False, steps=None, epochs=100,
                  warmup_epochs=1.0, warmup_steps=None, balance_tasks=False),
 }
+# the released EPIC pipeline's input: 224 px by bilinear resize + centre crop (`epic` keeps our bicubic fit)
+PRESETS["epic-release"] = {**PRESETS["epic"], "resize": "epic"}
 
 
 # ------------------------------------------------------------------------------------ one step
@@ -318,14 +323,14 @@ def _load_split(cfg: TrainConfig, split: str, image_size: int, info: _Dist) -> V
     data, error = None, None
     if info.is_main:
         try:
-            data = load_dataset(cfg.data_path, split, image_size, cfg.tasks, cfg.cache_dir)
+            data = load_dataset(cfg.data_path, split, image_size, cfg.tasks, cfg.cache_dir, resize=cfg.resize)
         except Exception as exc:  # re-raised below, after releasing the ranks waiting for the cache
             error = exc
     info.barrier()
     if error is not None:
         raise error
     if not info.is_main:
-        data = load_dataset(cfg.data_path, split, image_size, cfg.tasks, cfg.cache_dir, verbose=False)
+        data = load_dataset(cfg.data_path, split, image_size, cfg.tasks, cfg.cache_dir, verbose=False, resize=cfg.resize)
     return data
 
 
@@ -686,6 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", help="decoded-frame cache (default <data_path>/.v2r_cache)")
     p.add_argument("--backbone", help=f"{' | '.join(BACKBONES)} (default {d.backbone})")
     p.add_argument("--image_size", type=int, help="model input size (default: the backbone's)")
+    p.add_argument("--resize", choices=RESIZES, help="frames of another size: fit = bicubic resize + centre crop; "
+                   f"epic = bilinear resize + centre crop, the released EPIC input (default {d.resize})")
     p.add_argument("--head", choices=sorted(HEAD_INPUTS), help="head input: concat = the three features (released layout); "
                    f"distance = + their log distances (default {d.head})")
     p.add_argument("--batch_size", type=int, help=f"triplets per step per process (default {d.batch_size})")

@@ -61,6 +61,7 @@ class PixelEnv(gym.Env):
         self._t: int | None = None  # agent steps taken in this episode; None before reset
         self._placement: np.ndarray | None = None
         self._goal: tuple[np.ndarray, bool] | None = None
+        self._actions: list[np.ndarray] = []  # this episode's actions, replayed by the goal rollout
         self._twin: PixelEnv | None = None
 
     # ---- what a concrete env provides -------------------------------------------------------
@@ -110,6 +111,7 @@ class PixelEnv(gym.Env):
         self._reset_to(self._placement)
         self._t = 0
         self._goal = None
+        self._actions = []
         frame = self._observe()
         for _ in range(self.frame_stack):
             self._frames.append(frame)
@@ -119,6 +121,7 @@ class PixelEnv(gym.Env):
         if self._t is None or self._t >= self.episode_length:
             raise RuntimeError("call reset() before step(): the episode has not started or is over")
         reward, success = self._repeat(action)
+        self._actions.append(np.array(action, np.float32))
         self._t += 1
         frame = self._observe()
         self._frames.append(frame)
@@ -147,25 +150,32 @@ class PixelEnv(gym.Env):
     def goal_frame(self) -> tuple[np.ndarray, bool]:
         """``(frame (3, S, S) uint8, expert_success)`` for the current episode.
 
-        The final frame of the scripted expert rolled for ``episode_length`` agent steps from
-        this episode's initial state, in a second env placed identically (never a copy of this
-        simulator). Computed on the first call of an episode and cached.
+        The final frame of the scripted expert run to the end of the episode (``episode_length``
+        agent steps in all) from this episode's state at the first call, in a second env placed
+        identically that first replays the actions taken so far (never a copy of this simulator).
+        Called right after ``reset`` (the default) the expert starts from the initial state; after
+        the first step it starts where the released code's goal rollout did. Computed on the first
+        call of an episode and cached.
         """
         if self._t is None:
             raise RuntimeError("call reset() before goal_frame()")
         if self._goal is None:
             if self._twin is None:
                 self._twin = self._make_twin()
-            self._goal = self._twin.rollout_expert(self._placement)
+            self._goal = self._twin.rollout_expert(self._placement, self._actions)
         frame, success = self._goal
         return frame.copy(), success
 
-    def rollout_expert(self, placement: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Reset to ``placement``, run the expert for one episode; return (last frame CHW, success)."""
+    def rollout_expert(self, placement: np.ndarray, prefix: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, bool]:
+        """Reset to ``placement``, take the ``prefix`` actions, then let the expert finish the episode;
+        return (last frame CHW, success of any step)."""
         self._reset_to(placement)
         self._placement, self._goal, self._t = placement, None, 0
         success = False
-        for _ in range(self.episode_length):
+        for action in prefix:
+            success |= self._repeat(action)[1]
+            self._t += 1
+        while self._t < self.episode_length:
             success |= self._repeat(self.expert_action())[1]
             self._t += 1
         return self._observe(), success
