@@ -25,7 +25,7 @@ import uuid
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -284,7 +284,7 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
 
     errors = []
     bar = tqdm(total=len(jobs), desc="demos", unit="traj", disable=not progress)
-    with _job_results(jobs, workers) as results:
+    with job_results(jobs, workers) as results:
         for record in results:
             task, split, index = record.pop("task"), record.pop("split"), record.pop("index")
             bar.set_postfix_str(f"{task} {split}")
@@ -302,11 +302,14 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
 
 
 @contextlib.contextmanager
-def _job_results(jobs: Sequence[_Job], workers: int) -> Iterator[Iterable[dict[str, Any]]]:
-    """Records of ``jobs`` as they finish, computed here or by a pool of worker processes."""
+def job_results(jobs: Sequence[Any], workers: int,
+                run: Callable[[Any], dict[str, Any]] | None = None) -> Iterator[Iterable[dict[str, Any]]]:
+    """Records of ``jobs`` as they finish, ``run(job)`` (a picklable module-level function; default:
+    one demo trajectory) computed here or by a pool of worker processes sharing the env cache."""
+    run = _run_job if run is None else run
     if workers <= 1 or len(jobs) <= 1:
         try:
-            yield map(_run_job, jobs)
+            yield map(run, jobs)
         finally:
             for env in _worker_env.values():
                 env.close()
@@ -314,4 +317,4 @@ def _job_results(jobs: Sequence[_Job], workers: int) -> Iterator[Iterable[dict[s
         return
     # spawn: a forked child would inherit the parent's GL / OpenMP state
     with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-        yield pool.imap_unordered(_run_job, jobs)
+        yield pool.imap_unordered(run, jobs)

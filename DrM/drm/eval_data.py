@@ -15,16 +15,14 @@ made with other settings is refused in one line.
 """
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from drm.demos import (DemoSettings, _env_for, _prepare_task, _worker_env, _write_metadata, read_metadata,
+from drm.demos import (DemoSettings, _env_for, _prepare_task, _write_metadata, job_results, read_metadata,
                        rollout, trajectory_seed, write_frames)
 from drm.envs import TASKS, canonical_task
 
@@ -89,20 +87,6 @@ def _run_job(job: _Job) -> dict[str, Any]:
             "step_success": env.successes}
 
 
-@contextlib.contextmanager
-def _results(jobs: Sequence[_Job], workers: int) -> Iterator[Iterable[dict[str, Any]]]:
-    if workers <= 1 or len(jobs) <= 1:
-        try:
-            yield map(_run_job, jobs)
-        finally:
-            for env in _worker_env.values():
-                env.close()
-            _worker_env.clear()
-        return
-    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:  # as drm.demos: no forked GL state
-        yield pool.imap_unordered(_run_job, jobs)
-
-
 def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tasks: Sequence[str],
                        num_per_set: int, settings: DemoSettings, workers: int | None = None,
                        progress: bool = True) -> None:
@@ -129,7 +113,7 @@ def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tas
         metas[(str(root / group), task)] = meta
         jobs += [_Job(str(root / group), task, i, s) for _, i in missing]
     bar = tqdm(total=len(jobs), desc="eval rollouts", unit="traj", disable=not progress or not jobs)
-    with _results(jobs, workers) as results:
+    with job_results(jobs, workers, _run_job) as results:
         for record in results:
             task, out, index = record.pop("task"), record.pop("root"), record.pop("index")
             meta = metas[(out, task)]
