@@ -15,10 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from video2reward.model import BACKBONES, HEAD_INPUTS
 from video2reward.precision import PRECISIONS
+from video2reward.pushback import CROPS
 
 from .envs import RENDER_QUALITIES, TASKS
-from .refine import AGENT_FRAMES, CROPS
 from .rewards import RELABEL_MODES, REWARD_MODELS
+
+# agent frames of a push-back step: the newest frame of a separate replay sample, or the oldest stacked
+# frame of the agent's update batch (released); the workspace picks them
+AGENT_FRAMES = ("replay", "update_batch")
 
 FIRST_FRAMES = ("reset", "after_first_action")  # the episode's init frame (drm.workspace.Workspace._begin)
 

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from video2reward import ProgressModel, load_reward_model
+from video2reward.reward_fn import ProgressReward
 from video2reward.checkpoint import load_state_dict_strict, read_checkpoint, read_provenance
 from video2reward.data import load_dataset
 from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
@@ -197,14 +198,14 @@ def score(entries: Sequence[Entry], root: Path, tasks: Sequence[str], unseen: Se
     out = {}
     for e in entries:
         f = feats[e.name]
+        reward_fn = ProgressReward(e.model)
         rollouts = []
         for (group, task), recs in records.items():
             for r in recs:
                 fr, goal = f[(group, task, r.index)], f[("expert", task, r.index)][-1:]
-                dist = e.model.predict_from_features(fr[:1], fr, goal)
-                reward = e.model.reward_from_normal(dist)
-                rollouts.append(Scored(group, task, r.index, r.success, r.step_reward, dist.loc.cpu().numpy(),
-                                       dist.scale.cpu().numpy(), reward.cpu().numpy()))
+                scores = reward_fn.score_features(fr[:1], fr, goal)
+                rollouts.append(Scored(group, task, r.index, r.success, r.step_reward, scores.progress,
+                                       scores.sigma, scores.reward))
         experts = {t: [f[("expert", t, k)] for k in range(num)] for t in conf_tasks}
         out[e.name] = Scores(rollouts, conf_tasks, confusion_matrix(e.model.predict_from_features, experts))
     return out

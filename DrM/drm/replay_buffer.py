@@ -91,6 +91,11 @@ class Batch:
         (``reward.relabel=paper``)."""
         return self.obs[:, :3]
 
+    @property
+    def newest_frame(self) -> Any:
+        """``o_t``, the newest frame of the stack ``obs``."""
+        return self.obs[:, -3:]
+
     def to_torch(self, device: str | torch.device) -> "Batch":
         """Copy with every array field moved to ``device`` as a tensor (dtypes kept)."""
         def convert(x: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Getting a reward model and expert demos for a run, loudly.
+"""The run's reward (:func:`build_reward`, the one place that reads ``reward_model``), and getting a
+reward model and expert demos for it, loudly.
 
 Resolution order for ``reward_model=ours``:
 
@@ -27,6 +28,8 @@ from video2reward.checkpoint import CheckpointError, read_checkpoint, read_prove
 from video2reward.data import VideoDataset, load_dataset
 from video2reward.io import atomic_torch_save
 from video2reward.precision import Precision
+from video2reward.pushback import PushBackRefiner, RefineConfig, saved_optimizer_state
+from video2reward.reward_fn import EnvReward, ProgressReward, RewardFunction, SparseReward
 
 from .demos import DemoSettings, check_demo_settings, generate_demos, read_metadata
 
@@ -170,3 +173,43 @@ def pretrain_reward_model(cfg: DictConfig, path: Path, precision: Precision) -> 
     atomic_torch_save(state, path)
     banner(f"pretrained reward model saved to {path} (training outputs and eval plots in {out_dir})")
     return path
+
+
+def build_reward(cfg: DictConfig, device: torch.device, precision: Precision,
+                 checkpoint_given: bool = False) -> RewardFunction:
+    """The run's reward for ``reward_model``; with ``online_finetune``, PROGRESSOR's push-back
+    refinement on the run task's expert demos is its online update."""
+    if cfg.reward_model == "env":
+        return EnvReward()
+    if cfg.reward_model == "sparse":
+        return SparseReward()
+    if cfg.reward_model != "ours":
+        raise RewardSetupError(f"unknown reward_model {cfg.reward_model!r}")
+    model = resolve_reward_model(cfg, device, precision, checkpoint_given)
+    if model.image_size != cfg.image_size:
+        raise RewardSetupError(f"reward model takes {model.image_size}px frames but image_size={cfg.image_size}; "
+                               f"set image_size to match the checkpoint")
+    refiner = None
+    if cfg.online_finetune:
+        fc = cfg.finetune
+        refiner = PushBackRefiner(model, load_expert_demos(cfg, model.image_size), RefineConfig(
+            lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
+            expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
+            crop_scale=tuple(fc.crop_scale), crop=fc.crop, round_label_std=fc.round_label_std,
+            clip_grad=fc.clip_grad), amp=precision.amp, seed=cfg.seed)
+        if fc.resume_optimizer:
+            _resume_refine_optimizer(str(cfg.reward.checkpoint), refiner)
+    return ProgressReward(model, cfg.reward.alpha, refiner, relabel=cfg.reward.relabel,
+                          train_mode=cfg.reward.train_mode)
+
+
+def _resume_refine_optimizer(source: str, refiner: PushBackRefiner) -> None:
+    """``finetune.resume_optimizer``: AdamW continues from the reward checkpoint's optimiser state
+    (the released code loads ``optim_state_dict``); a checkpoint without one keeps a fresh AdamW."""
+    state = None if source.startswith("hf://") else saved_optimizer_state(read_checkpoint(Path(source).expanduser()))
+    if state is None:
+        print(f"finetune.resume_optimizer: {source} holds no optimiser state; refinement starts a fresh AdamW",
+              flush=True)
+        return
+    refiner.load_optimizer_state(state)
+    print(f"finetune.resume_optimizer: refinement AdamW continues from the state saved in {source}", flush=True)

@@ -1,13 +1,15 @@
-"""The RL workspace: composes env, agent, replay, PROGRESSOR rewards and push-back refinement.
+"""The RL workspace: composes env, agent, replay and the run's reward.
 
+The reward is a :class:`~video2reward.reward_fn.RewardFunction` (PROGRESSOR with push-back, or the
+env's dense / sparse reward; :func:`drm.reward_setup.build_reward`); the workspace never asks which.
 One agent step = ``action_repeat`` env frames. The loop (as DrQ-v2's ``train.py``):
 
 1. act (uniform random for the first ``num_seed_frames``), step the env, score the new frame
-   with PROGRESSOR (init/goal embeddings cached per episode), store it in the replay buffer;
+   (``reward.step``), store it in the replay buffer;
 2. every ``update_every_steps`` after the seed phase: sample an n-step batch, relabel its rewards
-   with the current reward model (:mod:`drm.rewards`), update the agent;
-3. every ``online_finetune_every_step`` after the seed phase: one push-back refinement step
-   (:mod:`drm.refine`);
+   with the current reward model (:func:`drm.rewards.relabel`), update the agent;
+3. every ``online_finetune_every_step`` after the seed phase: the reward's online update on agent
+   frames (``reward.update``: PROGRESSOR's push-back refinement, :mod:`video2reward.pushback`);
 4. every ``eval_every_frames``: deterministic eval episodes, video, reward plots, learning curve.
 
 Snapshots are written at episode boundaries; a rerun in the same run directory resumes exactly
@@ -32,19 +34,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from video2reward import ProgressModel
 from video2reward.checkpoint import read_checkpoint
 from video2reward.io import atomic_torch_save
 from video2reward.precision import resolve_precision
+from video2reward.reward_fn import StepReward
 
 from .config import check_config, check_resume
 from .envs import make_env
 from .logger import Logger, MeterGroup
 from .plots import plot_learning_curve
-from .refine import PushBackRefiner, RefineConfig, saved_optimizer_state
 from .replay_buffer import Batch, ReplayBuffer
-from .reward_setup import load_expert_demos, resolve_reward_model
-from .rewards import ProgressRewarder, collected_reward, relabel
+from .reward_setup import build_reward
+from .rewards import relabel
 from .schedules import discount_at, nstep_at
 from .video import VideoRecorder
 
@@ -102,12 +103,8 @@ class Workspace:
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision if cfg.get("amp") is None else cfg.amp, self.device)
         print(self.precision.describe(), flush=True)
-        self.reward_model: ProgressModel | None = None
-        if cfg.reward_model == "ours":  # first: it may pretrain, which must not shift this run's RNG streams
-            self.reward_model = resolve_reward_model(cfg, self.device, self.precision, checkpoint_given)
-            if self.reward_model.image_size != cfg.image_size:
-                raise ValueError(f"reward model takes {self.reward_model.image_size}px frames but image_size="
-                                 f"{cfg.image_size}; set image_size to match the checkpoint")
+        # first: it may pretrain a reward model, which must not shift this run's RNG streams
+        self.reward = build_reward(cfg, self.device, self.precision, checkpoint_given)
         seed_everything(cfg.seed)
 
         env_kwargs = dict(image_size=cfg.image_size, action_repeat=cfg.action_repeat,
@@ -124,21 +121,6 @@ class Workspace:
         self.replay = ReplayBuffer(cfg.replay_buffer_size, (3, cfg.image_size, cfg.image_size), action_shape,
                                    frame_stack=cfg.frame_stack, rng=cfg.seed)
 
-        self.rewarder: ProgressRewarder | None = None
-        self.refiner: PushBackRefiner | None = None
-        if self.reward_model is not None:
-            self.rewarder = ProgressRewarder(self.reward_model, cfg.reward.alpha, train_mode=cfg.reward.train_mode)
-            if cfg.online_finetune:
-                expert = load_expert_demos(cfg, self.reward_model.image_size)
-                fc = cfg.finetune
-                self.refiner = PushBackRefiner(self.reward_model, expert, RefineConfig(
-                    lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
-                    expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
-                    crop_scale=tuple(fc.crop_scale), crop=fc.crop, round_label_std=fc.round_label_std,
-                    clip_grad=fc.clip_grad), amp=self.precision.amp, seed=cfg.seed)
-                if fc.resume_optimizer:
-                    self._resume_refine_optimizer()
-
         self.logger = Logger(self.run_dir)
         self.video = VideoRecorder(self.run_dir / "eval_video" if cfg.save_video else None)
         self.timers = Timers()
@@ -150,18 +132,6 @@ class Workspace:
             self.load_snapshot(snapshot)
             self.logger.truncate(self.global_frame)
             print(f"resumed from {self.run_dir / SNAPSHOT} at frame {self.global_frame}", flush=True)
-
-    def _resume_refine_optimizer(self) -> None:
-        """``finetune.resume_optimizer``: AdamW continues from the reward checkpoint's optimiser state
-        (the released code loads ``optim_state_dict``); a checkpoint without one keeps a fresh AdamW."""
-        source = str(self.cfg.reward.checkpoint)
-        state = None if source.startswith("hf://") else saved_optimizer_state(read_checkpoint(Path(source).expanduser()))
-        if state is None:
-            print(f"finetune.resume_optimizer: {source} holds no optimiser state; refinement starts a fresh AdamW",
-                  flush=True)
-            return
-        self.refiner.load_optimizer_state(state)
-        print(f"finetune.resume_optimizer: refinement AdamW continues from the state saved in {source}", flush=True)
 
     # ------------------------------------------------------------------ counters
     @property
@@ -195,17 +165,12 @@ class Workspace:
         env's current state): at reset, or after the first action (``first_frame``, as released).
         Returns (init frame, goal frame, expert reached the goal)."""
         goal, expert_success = env.goal_frame()
-        if self.rewarder is not None:
-            self.rewarder.start_episode(init, goal)
+        self.reward.start_episode(init, goal)
         return init, goal, expert_success
 
-    def _score(self, frame: np.ndarray) -> tuple[float | None, float | None]:
-        """(PROGRESSOR reward, mu) of a frame, or (None, None) without a reward model."""
-        if self.rewarder is None:
-            return None, None
+    def _score(self, info: dict[str, Any], env_reward: float) -> StepReward:
         with self.timers("reward"):
-            reward, mu, _ = self.rewarder.step(frame)
-        return reward, mu
+            return self.reward.step(info["frame"], env_reward, bool(info["success"]))
 
     def eval(self) -> dict[str, float]:
         cfg = self.cfg
@@ -221,15 +186,14 @@ class Workspace:
                 obs, env_reward, _, truncated, info = self.eval_env.step(action)
                 if begun is None:
                     begun = self._begin(self.eval_env, info["frame"])
-                progress, mu = self._score(info["frame"])
+                scored = self._score(info, env_reward)
                 success |= bool(info["success"])
-                total += collected_reward(cfg.reward_model, env_reward, info["success"], progress)
+                total += scored.reward
                 total_env += env_reward
-                if mu is not None:
-                    mus.append(mu)
                 caption = f"env r {env_reward:6.2f}  success {int(success)}"
-                if progress is not None:
-                    caption = f"progress {mu:5.2f}  r {progress:6.2f}  " + caption
+                if scored.progress is not None:
+                    mus.append(scored.progress)
+                    caption = f"progress {scored.progress:5.2f}  r {scored.reward:6.2f}  " + caption
                 self.video.record(info["frame"], caption)
             self.video.save(f"frame_{self.global_frame}")
             successes.append(success)
@@ -268,31 +232,29 @@ class Workspace:
         """One agent update; ``refine``: first a push-back step on this batch's agent frames
         (``finetune.agent_frames=update_batch``, as released)."""
         cfg = self.cfg
-        window = cfg.reward_model == "ours" and cfg.reward.relabel == "window"
         with self.timers("sample"):
-            batch = self.replay.sample(cfg.batch_size, self.nstep(), self.discount(), window=window)
+            batch = self.replay.sample(cfg.batch_size, self.nstep(), self.discount(), window=self.reward.needs_window)
             batch = batch.to_torch(self.device)
         if refine:
             self._refine(meters, batch)
         with self.timers("relabel"):
-            batch = relabel(batch, cfg.reward_model, cfg.reward.relabel, self.rewarder)
+            batch = relabel(batch, self.reward)
         with self.timers("update"):
             metrics = self.agent.update(batch, self.global_step)
         metrics.update(batch_reward=float(batch.reward.mean()), nstep=batch.nstep, discount=batch.gamma)
         meters.update(metrics)
 
     def _refine(self, meters: MeterGroup, batch: Batch | None = None) -> None:
-        """One push-back step on agent triplets: the newest frame of a separate replay sample, or the
-        oldest stacked frame of the agent's update ``batch``."""
+        """The reward's online update on agent triplets: the newest frame of a separate replay sample,
+        or the oldest stacked frame of the agent's update ``batch`` (``finetune.agent_frames``)."""
         with self.timers("refine"):
             if batch is None:
-                batch = self.replay.sample(self.refiner.config.replay_batch_size, 1, 1.0, window=False)
-                current = torch.as_tensor(batch.obs[:, -3:])
+                batch = self.replay.sample(self.cfg.finetune.replay_batch_size, 1, 1.0, window=False)
+                current = batch.newest_frame
             else:
-                current = torch.as_tensor(batch.oldest_frame)
-            metrics = self.refiner.update(torch.as_tensor(batch.init_frame), current,
-                                          torch.as_tensor(batch.goal_frame))
-            self.rewarder.refresh()  # the cached embeddings belong to the old model
+                current = batch.oldest_frame
+            metrics = self.reward.update(torch.as_tensor(batch.init_frame), torch.as_tensor(current),
+                                         torch.as_tensor(batch.goal_frame))
         meters.update(metrics)
 
     def train(self) -> dict[str, float]:
@@ -312,9 +274,8 @@ class Workspace:
                 with self.timers("act"):
                     action = self.agent.act(obs, self.global_step, eval_mode=False)
                 if self.global_step >= self.seed_steps:
-                    if self.rewarder is not None and self.rewarder.train_mode:
-                        self.rewarder.end_train_mode()  # the released code's first update sets eval mode
-                    refine = self.refiner is not None and self.global_step % cfg.online_finetune_every_step == 0
+                    self.reward.begin_learning()  # reward.train_mode: the released code's first update sets eval mode
+                    refine = self.reward.online and self.global_step % cfg.online_finetune_every_step == 0
                     if self.agent.should_update(self.global_step):
                         self._update(meters, refine=refine and from_batch)
                     if refine and not from_batch:
@@ -324,8 +285,7 @@ class Workspace:
                 if begun is None:  # first_frame=after_first_action
                     begun = self._begin(self.train_env, info["frame"])
                     self.replay.add_first(reset_frame, init_frame=begun[0], goal_frame=begun[1])
-                progress, _ = self._score(info["frame"])
-                reward = collected_reward(cfg.reward_model, env_reward, info["success"], progress)
+                reward = self._score(info, env_reward).reward
                 self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated)
                 ep_reward += reward
                 ep_env_reward += env_reward
@@ -382,13 +342,10 @@ class Workspace:
                     "python": list(random.getstate()[1])},
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        if self.reward_model is not None:
-            state["reward_model"] = {"config": dict(vars(self.reward_model.config)),
-                                     "state_dict": self.reward_model.state_dict()}
-        if self.refiner is not None:
-            state["refiner"] = self.refiner.state_dict()
-        if self.rewarder is not None:
-            state["rewarder"] = self.rewarder.state_dict()
+        state["reward"] = self.reward.state_dict()
+        model = getattr(self.reward, "model", None)
+        if model is not None:  # self-describing: the run's (refined) reward model loads from here alone
+            state["reward_model"] = {"config": dict(vars(model.config)), "state_dict": state["reward"].pop("model")}
         path = self.run_dir / SNAPSHOT
         atomic_torch_save(state, path)
         ReplayBuffer.prune(self.run_dir / REPLAY_DIR, replay)  # only after the snapshot that drops them
@@ -412,12 +369,21 @@ class Workspace:
         torch.set_rng_state(state["rng"]["torch"])
         _set_numpy_global_state(state["rng"]["numpy"])
         random.setstate((3, tuple(state["rng"]["python"]), None))
-        if self.reward_model is not None and "reward_model" in state:
-            self.reward_model.load_state_dict(state["reward_model"]["state_dict"])
-        if self.refiner is not None and "refiner" in state:
-            self.refiner.load_state_dict(state["refiner"])
-        if self.rewarder is not None and "rewarder" in state:
-            self.rewarder.load_state_dict(state["rewarder"])
+        reward = dict(state.get("reward") or _reward_state_before_reward_fn(state))
+        if "reward_model" in state:
+            reward["model"] = state["reward_model"]["state_dict"]
+        self.reward.load_state_dict(reward)
+
+
+def _reward_state_before_reward_fn(state: dict[str, Any]) -> dict[str, Any]:
+    """The reward's state from a snapshot written before :mod:`video2reward.reward_fn` (separate
+    ``refiner`` and ``rewarder`` entries)."""
+    if "rewarder" not in state:
+        return {}
+    cache = state["rewarder"]
+    return {"updater": state.get("refiner"), "feature_episodes": cache["feature_episodes"],
+            "features": cache["features"], "value_keys": cache["reward_keys"], "values": cache["rewards"],
+            "train_mode": bool(cache.get("train_mode", False))}
 
 
 def _numpy_global_state() -> dict[str, Any]:

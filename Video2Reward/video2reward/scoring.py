@@ -39,6 +39,7 @@ from .metrics import spearman
 from .errors import debug, error_line
 from .model import ProgressModel
 from .precision import add_precision_flag, resolve_precision
+from .reward_fn import ProgressReward
 
 DEFAULT_FPS = 10.0  # output video rate for image folders (videos keep their own rate)
 DISPLAY_SIZE = 256  # side of the frame panel in the output video
@@ -146,10 +147,9 @@ def score_frames(model: ProgressModel, frames: Iterable[np.ndarray | torch.Tenso
     feats = torch.cat(f_chunks)
     f_init = feats[:1] if init is None else model.encode(init.unsqueeze(0))
     f_goal = feats[-1:] if goal is None else model.encode(goal.unsqueeze(0))
-    dist = model.predict_from_features(f_init, feats, f_goal)
-    reward = model.reward_from_normal(dist, alpha)
-    return ProgressCurve(mu=dist.loc.float().cpu().numpy(), sigma=dist.scale.float().cpu().numpy(),
-                         reward=reward.float().cpu().numpy(), alpha=model.alpha if alpha is None else float(alpha),
+    reward = ProgressReward(model, alpha)
+    scores = reward.score_features(f_init, feats, f_goal)
+    return ProgressCurve(mu=scores.progress, sigma=scores.sigma, reward=scores.reward, alpha=reward.alpha,
                          init_frame=(first if init is None else init).cpu(),
                          goal_frame=(last if goal is None else goal).cpu())
 

@@ -12,14 +12,14 @@ from omegaconf import OmegaConf
 
 from drm.config import check_config, config_differences
 from drm.envs import TASKS, make_env
-from drm.refine import PushBackRefiner, RefineConfig, saved_optimizer_state
 from drm.replay_buffer import ReplayBuffer
-from drm.rewards import ProgressRewarder
 from drm.workspace import Timers, Workspace
 from video2reward import ProgressModel
+from video2reward.pushback import PushBackRefiner, RefineConfig, saved_optimizer_state
+from video2reward.reward_fn import ProgressReward
 
+from ..video2reward.test_pushback import S, expert_dataset
 from .test_config import AGENTS, compose_cfg
-from .test_refine import S, expert_dataset
 from .test_train_mw import ROOT, rows, train
 
 # key -> (ours, release): every key `variant=release` changes, and nothing else
@@ -90,7 +90,7 @@ def test_train_mode_reward_calls_move_batchnorm_statistics_only_when_set():
     for train_mode in (False, True):
         model = small_model()
         before = bn_stats(model)
-        rewarder = ProgressRewarder(model, train_mode=train_mode)
+        rewarder = ProgressReward(model, train_mode=train_mode)
         rewarder.start_episode(init, goal)
         for frame in cur:
             rewarder.step(frame)
@@ -100,27 +100,27 @@ def test_train_mode_reward_calls_move_batchnorm_statistics_only_when_set():
         assert not model.training  # the model's own mode is left as it was
     # released: three single-frame BatchNorm updates per step (init, current, goal)
     model = small_model()
-    rewarder = ProgressRewarder(model, train_mode=True)
+    rewarder = ProgressReward(model, train_mode=True)
     rewarder.start_episode(init, goal)
     rewarder.step(cur[0])
     counts = {int(v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
     assert counts == {3}
     # train mode gives another reward than eval mode on the same frames, and ending it rescores in eval mode
-    r_train = rewarder.step(cur[1])[0]
-    rewarder.end_train_mode()
+    r_train = rewarder.step(cur[1]).reward
+    rewarder.begin_learning()
     assert rewarder.train_mode is False
     frozen = bn_stats(model)
-    r_eval = rewarder.step(cur[1])[0]
+    r_eval = rewarder.step(cur[1]).reward
     assert r_eval != r_train
     assert all(torch.equal(frozen[k], v) for k, v in bn_stats(model).items())
-    eval_only = ProgressRewarder(model)
+    eval_only = ProgressReward(model)
     eval_only.start_episode(init, goal)
-    assert eval_only.step(cur[1])[0] == r_eval
+    assert eval_only.step(cur[1]).reward == r_eval
 
 
 def test_train_mode_survives_the_rewarder_state_dict():
-    rewarder = ProgressRewarder(small_model(), train_mode=True)
-    other = ProgressRewarder(small_model())
+    rewarder = ProgressReward(small_model(), train_mode=True)
+    other = ProgressReward(small_model())
     other.load_state_dict(rewarder.state_dict())
     assert other.train_mode is True
 
@@ -138,8 +138,6 @@ def test_refinement_batch_is_expert_plus_agent_batch():
 
 # ---------------------------------------------------------------------------- (3) oldest vs newest frame
 class _Recorder:
-    config = RefineConfig(replay_batch_size=4)
-
     def update(self, init, current, goal):
         self.current = current
         return {}
@@ -154,17 +152,17 @@ def test_pushback_frame_newest_of_a_replay_sample_or_oldest_of_the_update_batch(
         for t in range(10):
             replay.add(np.zeros(2, np.float32), rng.integers(0, 256, (3, S, S), dtype=np.uint8), 0.0, False,
                        last=t == 9)
-    ws = types.SimpleNamespace(replay=replay, refiner=_Recorder(), timers=Timers(),
-                               rewarder=types.SimpleNamespace(refresh=lambda: None))
+    ws = types.SimpleNamespace(replay=replay, reward=_Recorder(), timers=Timers(),
+                               cfg=OmegaConf.create({"finetune": {"replay_batch_size": 4}}))
     meters = types.SimpleNamespace(update=lambda m: None)
     batch = replay.sample(6, 3, 0.9).to_torch("cpu")
     Workspace._refine(ws, meters, batch)  # released: the update batch, its oldest stacked frame
-    assert torch.equal(ws.refiner.current, batch.obs[:, :3])
+    assert torch.equal(ws.reward.current, batch.obs[:, :3])
     twin = copy.deepcopy(replay)  # draws the same separate sample
     Workspace._refine(ws, meters)  # ours: a separate sample of replay_batch_size, its newest frame
     expected = twin.sample(4, 1, 1.0, window=False)
-    assert torch.equal(ws.refiner.current, torch.as_tensor(expected.obs[:, -3:]))
-    assert not torch.equal(ws.refiner.current, torch.as_tensor(expected.obs[:, :3]))
+    assert torch.equal(ws.reward.current, torch.as_tensor(expected.obs[:, -3:]))
+    assert not torch.equal(ws.reward.current, torch.as_tensor(expected.obs[:, :3]))
 
 
 # ---------------------------------------------------------------------------- (4) optimiser state
@@ -288,4 +286,4 @@ def test_release_variant_drawer_open_smoke_from_a_released_checkpoint(tmp_path):
     assert any(r.get("refine_expert_loss") for r in rows(run_dir / "train.csv"))
     snap = torch.load(run_dir / "snapshot.pt", weights_only=True)
     assert snap["config"]["first_frame"] == "after_first_action" and snap["config"]["nstep"] == 10
-    assert snap["rewarder"]["train_mode"].item() is False  # ended at the first agent update
+    assert snap["reward"]["train_mode"] is False  # ended at the first agent update

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from drm.replay_buffer import ReplayBuffer
-from drm.rewards import ProgressRewarder, collected_reward, relabel
+from drm.rewards import relabel
 from video2reward import ProgressModel
+from video2reward.reward_fn import EnvReward, ProgressReward, SparseReward
 
 S = 32
 
@@ -31,19 +32,21 @@ def filled_buffer(episodes=3, length=12, seed=0):
 def test_rewarder_step_matches_full_model(model):
     rng = np.random.default_rng(1)
     init, cur, goal = (rng.integers(0, 256, (3, S, S), dtype=np.uint8) for _ in range(3))
-    rewarder = ProgressRewarder(model, alpha=0.7)
+    rewarder = ProgressReward(model, alpha=0.7)
     rewarder.start_episode(init, goal)
-    reward, mu, sigma = rewarder.step(cur)
+    step = rewarder.step(cur)
     t = lambda x: torch.as_tensor(x)[None]  # noqa: E731
-    torch.testing.assert_close(torch.tensor([reward]), model.reward(t(init), t(cur), t(goal), alpha=0.7),
+    torch.testing.assert_close(torch.tensor([step.reward]), model.reward(t(init), t(cur), t(goal), alpha=0.7),
                                atol=1e-5, rtol=1e-5)
-    assert sigma > 0
+    torch.testing.assert_close(torch.tensor([step.progress]), model.predict(t(init), t(cur), t(goal)).loc,
+                               atol=1e-5, rtol=1e-5)
+    assert step.sigma > 0
 
 
 def test_window_relabel_scores_newest_frames_with_current_model(model):
     batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
-    rewarder = ProgressRewarder(model)
-    out = relabel(batch, "ours", "window", rewarder)
+    rewarder = ProgressReward(model)
+    out = relabel(batch, rewarder)
     expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
                    for i in range(3))
     torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
@@ -51,15 +54,15 @@ def test_window_relabel_scores_newest_frames_with_current_model(model):
     assert torch.equal(batch.window_frames[:, -1], batch.next_obs[:, -3:])
     with torch.no_grad():  # the model changes (as refinement does): rewards are cached until refresh()
         model.fc_mu.bias += 1.0
-    assert torch.equal(relabel(batch, "ours", "window", rewarder).reward, out.reward)
-    rewarder.refresh(batch.init_frame[0], batch.goal_frame[0])
-    again = relabel(batch, "ours", "window", rewarder)
+    assert torch.equal(relabel(batch, rewarder).reward, out.reward)
+    rewarder.refresh()
+    again = relabel(batch, rewarder)
     torch.testing.assert_close(again.reward, out.reward + sum(0.9 ** i for i in range(3)), atol=1e-4, rtol=1e-4)
 
 
 def test_episode_feature_cache_is_exact_and_dropped_by_refresh(model, monkeypatch):
     buf = filled_buffer(episodes=3)
-    rewarder = ProgressRewarder(model)
+    rewarder = ProgressReward(model)
     encoded = []
     encode = model.encode
     monkeypatch.setattr(model, "encode", lambda x, *a, **k: encoded.append(len(x)) or encode(x, *a, **k))
@@ -69,7 +72,7 @@ def test_episode_feature_cache_is_exact_and_dropped_by_refresh(model, monkeypatc
         seen.append(set(batch.episode.tolist()))
         frames.append({(e, t + 1 + i) for e, t in zip(batch.episode.tolist(), batch.step.tolist()) for i in range(3)})
         encoded.clear()
-        out = relabel(batch, "ours", "window", rewarder)
+        out = relabel(batch, rewarder)
         relabels.append(sum(encoded))
         expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
                        for i in range(3))
@@ -81,8 +84,8 @@ def test_episode_feature_cache_is_exact_and_dropped_by_refresh(model, monkeypatc
     with torch.no_grad():  # the encoder changes (as refinement does); refresh() drops the features
         for p in model.parameters():
             p.mul_(1.1)
-    rewarder.refresh(batch.init_frame[0], batch.goal_frame[0])
-    out = relabel(batch, "ours", "window", rewarder)
+    rewarder.refresh()
+    out = relabel(batch, rewarder)
     expected = sum(0.9 ** i * model.reward(batch.init_frame, batch.window_frames[:, i], batch.goal_frame)
                    for i in range(3))
     torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-4, rtol=1e-4)
@@ -90,33 +93,32 @@ def test_episode_feature_cache_is_exact_and_dropped_by_refresh(model, monkeypatc
 
 def test_paper_relabel_scores_oldest_stacked_frame_once(model):
     batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
-    out = relabel(batch, "ours", "paper", ProgressRewarder(model))
+    out = relabel(batch, ProgressReward(model, relabel="paper"))
     expected = model.reward(batch.init_frame, batch.obs[:, :3], batch.goal_frame)
     torch.testing.assert_close(out.reward.squeeze(1), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_baselines_and_stored_keep_collected_rewards(model):
+def test_env_sparse_and_stored_keep_collected_rewards(model):
     batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
-    for reward_model, mode in (("env", "window"), ("sparse", "window"), ("ours", "stored")):
-        assert relabel(batch, reward_model, mode, ProgressRewarder(model)) is batch
-    assert collected_reward("env", 1.5, True, 0.2) == 1.5
-    assert collected_reward("sparse", 1.5, True, 0.2) == 1.0
-    assert collected_reward("ours", 1.5, True, 0.2) == 0.2
-    with pytest.raises(ValueError, match="reward_model"):
-        collected_reward("dense", 1.0, False, None)
+    for reward in (EnvReward(), SparseReward(), ProgressReward(model, relabel="stored")):
+        assert relabel(batch, reward) is batch
+        assert not reward.needs_window
+    assert EnvReward().step(None, 1.5, True).reward == 1.5
+    assert SparseReward().step(None, 1.5, True).reward == 1.0 and SparseReward().step(None, 1.5, False).reward == 0
+    assert EnvReward().step(None, 1.5, True).progress is None
     with pytest.raises(ValueError, match="relabel"):
-        relabel(batch, "ours", "oldest", ProgressRewarder(model))
+        ProgressReward(model, relabel="oldest")
 
 
 def test_rewarder_caches_round_trip_through_state_dict(model, monkeypatch):
     buf = filled_buffer(episodes=3)
-    rewarder = ProgressRewarder(model)
+    rewarder = ProgressReward(model)
     batch = buf.sample(16, nstep=3, discount=0.9).to_torch("cpu")
-    out = relabel(batch, "ours", "window", rewarder)
+    out = relabel(batch, rewarder)
     blob = io.BytesIO()
     torch.save(rewarder.state_dict(), blob)
     blob.seek(0)
-    restored = ProgressRewarder(model)
+    restored = ProgressReward(model)
     restored.load_state_dict(torch.load(blob, weights_only=True))
     monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("a restored cache must not encode again"))
-    assert torch.equal(relabel(batch, "ours", "window", restored).reward, out.reward)
+    assert torch.equal(relabel(batch, restored).reward, out.reward)

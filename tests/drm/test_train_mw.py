@@ -54,7 +54,7 @@ def test_toy_pipeline_pretrains_trains_and_resumes_exactly(tmp_path):
     assert list((half / "eval_video").glob("*.mp4")) and list((half / "reward_eval").glob("*.png"))
     assert any((half / "tb").iterdir())
     snap = torch.load(half / "snapshot.pt", weights_only=True)
-    assert snap["counters"]["global_step"] * 2 == 240 and "reward_model" in snap and "refiner" in snap
+    assert snap["counters"]["global_step"] * 2 == 240 and "reward_model" in snap and snap["reward"]["updater"]
 
     # the same run continued to 480 frames == a straight 480-frame run
     _, out = train(tmp_path, "resumed", *toy_overrides(tmp_path, 480))

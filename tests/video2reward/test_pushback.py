@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from drm.refine import PushBackRefiner, RefineConfig, pushback_target
+from video2reward.pushback import PushBackRefiner, RefineConfig, pushback_target
 from video2reward import ProgressModel
 from video2reward.data import VideoDataset
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import numpy as np
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
-from video2reward import ProgressModel, autocast
-from video2reward.augment import AugmentConfig, augment
-from video2reward.data import VideoDataset
+from .augment import AugmentConfig, augment
+from .data import VideoDataset
+from .losses import progress_kl_loss
+from .model import ProgressModel, autocast
+from .triplets import progress_labels, randint_below, sample_endpoints
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,6 @@ class RefineConfig:
 
 
 CROPS = ("per_triplet", "per_batch")
-# agent frames of a push-back step: the newest frame of a separate replay sample, or the oldest stacked
-# frame of the agent's update batch (released); the workspace picks them
-AGENT_FRAMES = ("replay", "update_batch")
 # where a checkpoint keeps its optimiser state: ours, the released Meta-World file, the released EPIC file
 OPTIMIZER_KEYS = ("optimizer", "optim_state_dict", "optimizer_state_dict")
 
@@ -80,22 +78,19 @@ class PushBackRefiner:
         self.config = config
         self.amp = amp
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-        self.rng = np.random.default_rng(seed)
+        self.lengths = torch.as_tensor(expert.lengths, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(seed)
         self.augment_config = AugmentConfig(photometric=False, crop_scale=tuple(config.crop_scale))
 
     def expert_triplets(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(frames (n, 3, 3, S, S), label mean (n,), label std (n,))`` with fixed endpoints."""
-        traj = self.rng.integers(0, len(self.expert), n)
-        last = self.expert.lengths[traj] - 1
-        mid = self.rng.integers(0, last + 1)
-        idx = np.stack([np.zeros_like(last), mid, last], axis=1)
-        frames = self.expert.gather(traj[:, None], idx)
-        delta = torch.as_tensor(last, dtype=torch.float32)
-        std = torch.sqrt(1.0 / delta)
+        """``(frames (n, 3, 3, S, S), label mean (n,), label std (n,))``: fixed endpoints (first and
+        last frame), the middle frame uniform, labels as in pretraining with std ``sqrt(1/delta)``."""
+        traj = randint_below(torch.full((n,), len(self.expert)), self.generator)
+        idx = torch.stack(sample_endpoints(self.lengths[traj], randomize=False, generator=self.generator), 1)
+        mean, std = progress_labels(*idx.unbind(1), label_std="delta")
         if self.config.round_label_std:
             std = torch.round(std, decimals=3)
-        return frames, torch.as_tensor(mid, dtype=torch.float32) / delta, std
+        return self.expert.gather(traj[:, None], idx), mean, std
 
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
         """Continue AdamW from a saved state (moments, step counts); the learning rate stays ``lr``."""
@@ -132,11 +127,10 @@ class PushBackRefiner:
             with autocast(self.model.device, self.amp):
                 mu, sigma = self.model(triplets[:, 0], triplets[:, 1], triplets[:, 2])
             device = mu.device
-            expert_loss = kl_divergence(Normal(label_mu.to(device), label_std.to(device)),
-                                        Normal(mu[:n_exp], sigma[:n_exp])).mean()
+            expert_loss = progress_kl_loss(mu[:n_exp], sigma[:n_exp], label_mu.to(device), label_std.to(device))
             mu_a, sigma_a = mu[n_exp:], sigma[n_exp:]
             target = pushback_target(mu_a, sigma_a, cfg.beta, cfg.sigma_scale)
-            pushback_loss = kl_divergence(target, Normal(mu_a, sigma_a)).mean()
+            pushback_loss = progress_kl_loss(mu_a, sigma_a, target.loc, target.scale)
             loss = expert_loss + cfg.pushback_weight * pushback_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,11 +148,9 @@ class PushBackRefiner:
         }
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                "rng": self.rng.bit_generator.state}
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.rng.bit_generator.state = state["rng"]
 

@@ -1,0 +1,400 @@
+"""One interface for "a reward the RL loop uses", and its implementations.
+
+A :class:`RewardFunction` is what the RL workspace, the Gymnasium wrapper, ``score.py`` and the
+evaluation suite talk to; none of them knows which reward it is::
+
+    reward.start_episode(init_frame, goal_frame)        # at reset: the episode's endpoints
+    step = reward.step(frame, env_reward, success)      # every env step -> StepReward(reward, progress, sigma)
+    per_step = reward.score_batch(batch)                # relabel a replay batch: (B, n) rewards, or None
+    metrics = reward.update(init, current, goal)        # online update on agent frames ({} if none)
+    reward.begin_learning()                             # agent updates start (after the seed phase)
+    reward.state_dict() / reward.load_state_dict(state) # everything a resumed run needs
+
+Implementations:
+
+* :class:`EnvReward` / :class:`SparseReward`: the environment's dense reward / its success flag.
+* :class:`FrameReward`: any reward model scoring frames against the episode's init and goal frames
+  through ``encode`` and ``reward_from_features`` (each frame is encoded once per model version);
+  ``reward_kind = "difference"`` models (VIP) reward a step by the change of a per-frame value. An
+  optional *updater* trains the model online from the agent's frames (push-back for PROGRESSOR,
+  :mod:`video2reward.pushback`; discriminators for the adversarial baselines).
+* :class:`ProgressReward`: PROGRESSOR, ``mu - alpha * H``, also reporting ``mu`` and ``sigma``.
+
+Relabelling (``relabel``): how a replay batch's reward is recomputed with the current model.
+
+``window``  every step of the n-step window, on its newest frame (``o_{t+1} .. o_{t+n}``); the
+            caller sums them with discount. A frame's reward is computed once per model version.
+``paper``   the released code: one reward on the OLDEST frame of ``o_t``'s stack, used in place of
+            the whole n-step return.
+``stored``  none: the rewards computed when the steps were collected.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .model import ProgressModel, autocast
+
+RELABEL_MODES = ("window", "paper", "stored")
+
+
+@dataclass(frozen=True)
+class StepReward:
+    """The reward of one env step; ``progress`` / ``sigma``: PROGRESSOR's ``mu`` / ``sigma`` (``None``
+    for rewards that do not estimate progress)."""
+
+    reward: float
+    progress: float | None = None
+    sigma: float | None = None
+
+
+@dataclass(frozen=True)
+class TrajectoryScores:
+    """Scores ``(L,)`` of every frame of a trajectory against fixed init and goal frames."""
+
+    reward: np.ndarray
+    progress: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+class ReplayWindow(Protocol):
+    """What :meth:`RewardFunction.score_batch` reads of a replay batch (torch tensors)."""
+
+    init_frame: torch.Tensor  # (B, 3, S, S) uint8
+    goal_frame: torch.Tensor  # (B, 3, S, S) uint8
+    window_frames: torch.Tensor | None  # (B, n, 3, S, S) uint8: o_{t+1} .. o_{t+n}
+    episode: torch.Tensor  # (B,) replay episode ids
+    step: torch.Tensor  # (B,) t
+
+    @property
+    def oldest_frame(self) -> torch.Tensor: ...  # (B, 3, S, S): the oldest stacked frame of o_t
+
+    @property
+    def newest_frame(self) -> torch.Tensor: ...  # (B, 3, S, S): o_t
+
+
+def _frames(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A frame ``(3, S, S)`` or a batch ``(N, 3, S, S)`` as a uint8 batch tensor."""
+    x = torch.as_tensor(x)
+    return x.unsqueeze(0) if x.dim() == 3 else x
+
+
+class RewardFunction:
+    """Base class: a reward that needs no frames and keeps nothing (see the module docstring).
+
+    ``image_size``: the frame size :meth:`step` takes (``None``: frames are not looked at);
+    ``relabel``: whether :meth:`score_batch` recomputes replay rewards; ``online``: whether
+    :meth:`update` trains anything.
+    """
+
+    name = "reward"
+    image_size: int | None = None
+    relabel = "stored"
+    online = False
+
+    def start_episode(self, init_frame: np.ndarray | torch.Tensor, goal_frame: np.ndarray | torch.Tensor) -> None:
+        """A new episode with these init and goal frames, uint8 ``(3, S, S)``."""
+
+    def step(self, frame: np.ndarray | torch.Tensor | None, env_reward: float = 0.0,
+             success: bool = False) -> StepReward:
+        raise NotImplementedError
+
+    @property
+    def needs_window(self) -> bool:
+        """Whether :meth:`score_batch` reads the batch's window frames."""
+        return self.relabel == "window"
+
+    def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
+        """Per-step rewards ``(B, n)`` (``(B, 1)`` for ``paper``) of a replay batch under the current
+        model, or ``None`` to keep the rewards stored when the steps were collected."""
+        return None
+
+    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
+        """One online update on agent triplets uint8 ``(B, 3, S, S)``; returns its metrics."""
+        return {}
+
+    def begin_learning(self) -> None:
+        """The agent's updates start (called at every step after the seed phase; cheap when idle)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class EnvReward(RewardFunction):
+    """The environment's own (dense) reward."""
+
+    name = "env"
+
+    def step(self, frame=None, env_reward: float = 0.0, success: bool = False) -> StepReward:
+        return StepReward(float(env_reward))
+
+
+class SparseReward(RewardFunction):
+    """1 on steps where the task is solved, else 0."""
+
+    name = "sparse"
+
+    def step(self, frame=None, env_reward: float = 0.0, success: bool = False) -> StepReward:
+        return StepReward(float(bool(success)))
+
+
+class FrameReward(RewardFunction):
+    """A reward model scoring frames against the episode's init and goal frames.
+
+    ``model`` needs ``image_size``, ``encode(frames) -> features`` and
+    ``reward_from_features(f_init, f_cur, f_goal) -> (N,)``; its ``reward_kind`` is ``"value"`` (a
+    step's reward is the value of its new frame) or ``"difference"`` (the value's change since the
+    previous frame). ``updater``: an online trainer of ``model`` with ``update(init, current, goal)``,
+    ``state_dict`` and ``load_state_dict``.
+
+    Everything cached (the episode's init/goal features, features per replay episode, values per
+    replay frame) belongs to the model as it was at the last :meth:`refresh`, which :meth:`update`
+    calls after changing the weights.
+    """
+
+    MAX_CACHED_VALUES = 4_000_000  # bound on the per-frame value cache (dropped whole beyond it)
+
+    def __init__(self, model: Any, updater: Any = None, relabel: str = "window", name: str | None = None) -> None:
+        if relabel not in RELABEL_MODES:
+            raise ValueError(f"unknown relabel mode {relabel!r}; choose one of {RELABEL_MODES}")
+        self.kind = getattr(model, "reward_kind", "value")
+        if self.kind not in ("value", "difference"):
+            raise ValueError(f"reward_kind must be 'value' or 'difference', got {self.kind!r}")
+        if self.kind == "difference" and relabel == "paper":
+            raise ValueError("relabel=paper scores one frame per transition; a difference reward needs two")
+        self.model = model
+        self.updater = updater
+        self.relabel = relabel
+        self.online = updater is not None
+        self.name = name or getattr(model, "method", type(model).__name__.lower())
+        self._endpoints: tuple[torch.Tensor, torch.Tensor] | None = None  # the episode's init, goal frames
+        self._f_init: torch.Tensor | None = None
+        self._f_goal: torch.Tensor | None = None
+        self._last_value: float | None = None  # "difference": value of the previous frame
+        self._episode_features: dict[int, torch.Tensor] = {}  # replay episode -> (2, D) init/goal features
+        self._values: dict[tuple[int, int], float] = {}  # (replay episode, step) -> value
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # ------------------------------------------------------------------ what a model computes
+    def values(self, f_init: torch.Tensor, f_cur: torch.Tensor, f_goal: torch.Tensor) -> torch.Tensor:
+        """Per-frame values ``(N,)`` from features (init/goal broadcast)."""
+        return self.model.reward_from_features(f_init, f_cur, f_goal)
+
+    def _step_scores(self, f_cur: torch.Tensor) -> StepReward:
+        """Value of the current frame's features under the episode's init/goal features."""
+        return StepReward(float(self.values(self._f_init, f_cur, self._f_goal)[0]))
+
+    def score_features(self, f_init: torch.Tensor, f_cur: torch.Tensor, f_goal: torch.Tensor) -> TrajectoryScores:
+        """Every frame's value (``reward``) against fixed init/goal features ``(1, D)``."""
+        return TrajectoryScores(self.values(f_init, f_cur, f_goal).float().cpu().numpy())
+
+    def score_trajectory(self, frames: torch.Tensor, init: torch.Tensor | None = None,
+                         goal: torch.Tensor | None = None, batch_size: int = 256) -> TrajectoryScores:
+        """Scores of uint8 ``frames (L, 3, S, S)`` against ``init`` / ``goal`` ``(3, S, S)`` (default:
+        the first / last frame); every frame is encoded once. ``reward`` holds per-frame values (a
+        "difference" reward's step rewards are their successive differences)."""
+        feats = self.model.encode(frames, batch_size)
+        f_init = feats[:1] if init is None else self.model.encode(_frames(init))
+        f_goal = feats[-1:] if goal is None else self.model.encode(_frames(goal))
+        return self.score_features(f_init, feats, f_goal)
+
+    # ------------------------------------------------------------------ one episode at a time
+    def start_episode(self, init_frame, goal_frame) -> None:
+        self._endpoints = (_frames(init_frame), _frames(goal_frame))
+        f = self.model.encode(torch.cat(self._endpoints))
+        self._f_init, self._f_goal = f[:1], f[1:]
+        self._last_value = self._step_scores(f[:1]).reward if self.kind == "difference" else None
+
+    def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
+        if self._endpoints is None:
+            raise RuntimeError("call start_episode(init_frame, goal_frame) before step()")
+        scores = self._step_scores(self.model.encode(_frames(frame)))
+        if self.kind == "difference":
+            previous, self._last_value = self._last_value, scores.reward
+            return StepReward(scores.reward - previous, scores.progress, scores.sigma)
+        return scores
+
+    def refresh(self) -> None:
+        """The model changed: drop every cache and re-encode the current episode's endpoints."""
+        self._episode_features.clear()
+        self._values.clear()
+        if self._endpoints is not None:
+            last = self._last_value
+            self.start_episode(*self._endpoints)
+            self._last_value = last  # the episode's previous frame keeps its value
+
+    # ------------------------------------------------------------------ replay batches
+    def score(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+              episodes: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """Values for ``(B, 3, S, S)`` init/goal and ``(B, 3, S, S)`` current frames -> ``(B,)``.
+
+        With ``episodes`` (``(B,)`` replay episode ids) the init/goal features are kept per episode
+        until :meth:`refresh`, so a batch encodes only the endpoints of episodes not seen since.
+        """
+        b = init.shape[0]
+        if episodes is None:
+            f = self.model.encode(torch.cat([init, goal, current]))
+            return self.values(f[:b], f[2 * b:], f[b:2 * b])
+        ids = [int(e) for e in torch.as_tensor(episodes).tolist()]
+        first = {e: i for i, e in reversed(list(enumerate(ids)))}  # one sample per episode
+        new = [i for e, i in first.items() if e not in self._episode_features]
+        f = self.model.encode(torch.cat([init[new], goal[new], current]))
+        for j, i in enumerate(new):
+            self._episode_features[ids[i]] = torch.stack([f[j], f[len(new) + j]])
+        pairs = torch.stack([self._episode_features[e] for e in ids])
+        return self.values(pairs[:, 0], f[2 * len(new):], pairs[:, 1])
+
+    def cached_values(self, init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
+                      episodes: torch.Tensor | np.ndarray, first_steps: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Values ``(B, m)`` of ``frames (B, m, 3, S, S)``, frame ``i`` of sample ``b`` being step
+        ``first_steps[b] + i`` of replay episode ``episodes[b]``.
+
+        A frame's value depends only on the weights and its episode's init/goal frames, so it is
+        kept per (episode, step) until :meth:`refresh`: only frames not scored since the last model
+        change are encoded. The values are the ones :meth:`score` computes.
+        """
+        b, m = frames.shape[:2]
+        eps = torch.as_tensor(episodes).tolist()
+        keys = [(int(e), int(t) + i) for e, t in zip(eps, torch.as_tensor(first_steps).tolist()) for i in range(m)]
+        last = dict(zip(keys, range(len(keys))))  # one position per distinct frame
+        missing = [j for key, j in last.items() if key not in self._values]
+        if missing:
+            rows = torch.as_tensor([j // m for j in missing])
+            cols = torch.as_tensor([j % m for j in missing])
+            scored = self.score(init[rows], frames[rows, cols], goal[rows], torch.as_tensor(eps)[rows])
+            if len(self._values) + len(missing) > self.MAX_CACHED_VALUES:
+                self._values.clear()
+            self._values.update(zip((keys[j] for j in missing), scored.tolist()))
+        out = torch.tensor([self._values[key] for key in keys], dtype=torch.float32, device=init.device)
+        return out.view(b, m)
+
+    def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
+        if self.relabel == "stored":
+            return None
+        if self.relabel == "paper":
+            return self.score(batch.init_frame, batch.oldest_frame, batch.goal_frame, batch.episode).unsqueeze(1)
+        if self.kind == "difference":  # values of o_t .. o_{t+n}, rewards their differences
+            frames = torch.cat([batch.newest_frame.unsqueeze(1), batch.window_frames], dim=1)
+            values = self.cached_values(batch.init_frame, frames, batch.goal_frame, batch.episode, batch.step)
+            return values[:, 1:] - values[:, :-1]
+        return self.cached_values(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
+                                  torch.as_tensor(batch.step) + 1)
+
+    # ------------------------------------------------------------------ online training
+    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
+        if self.updater is None:
+            return {}
+        metrics = self.updater.update(init, current, goal)
+        self.refresh()  # the cached features and values belong to the old weights
+        return metrics
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The model's weights, the updater's state and the caches, so that a resumed run scores
+        exactly as the uninterrupted one (encoding a different batch can change the last bits)."""
+        eps = sorted(self._episode_features)
+        keys = list(self._values)
+        return {"model": self.model.state_dict(),
+                "updater": None if self.updater is None else self.updater.state_dict(),
+                "feature_episodes": torch.tensor(eps, dtype=torch.int64),
+                "features": torch.stack([self._episode_features[e].cpu() for e in eps]) if eps
+                else torch.zeros(0, 2, 0),
+                "value_keys": torch.tensor(keys, dtype=torch.int64).view(-1, 2),
+                "values": torch.tensor([self._values[k] for k in keys], dtype=torch.float64),
+                "last_value": self._last_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("model") is not None:
+            self.model.load_state_dict(state["model"])
+        if self.updater is not None and state.get("updater") is not None:
+            self.updater.load_state_dict(state["updater"])
+        device = self.model.device
+        self._episode_features = {int(e): f.to(device)
+                                  for e, f in zip(state.get("feature_episodes", []), state.get("features", []))}
+        keys, values = state.get("value_keys"), state.get("values")
+        self._values = {} if keys is None else {(int(e), int(t)): float(v)
+                                                for (e, t), v in zip(keys.tolist(), values.tolist())}
+        self._last_value = state.get("last_value")
+
+
+class ProgressReward(FrameReward):
+    """PROGRESSOR: ``mu - alpha * H(N(mu, sigma^2))``, reporting ``mu`` and ``sigma`` at every step.
+
+    ``train_mode`` (the released code, ``reward.train_mode``): until :meth:`begin_learning`,
+    :meth:`step` runs the model in train mode, BatchNorm normalising each frame with its own
+    statistics and updating the running ones, and encodes the init, current and goal frames one at a
+    time at every step (nothing cached).
+    """
+
+    name = "ours"
+
+    def __init__(self, model: ProgressModel, alpha: float | None = None, updater: Any = None,
+                 relabel: str = "window", train_mode: bool = False) -> None:
+        super().__init__(model, updater, relabel, name="ours")
+        self.alpha = model.alpha if alpha is None else float(alpha)
+        self.train_mode = bool(train_mode)
+
+    def values(self, f_init, f_cur, f_goal) -> torch.Tensor:
+        return self.model.reward_from_features(f_init, f_cur, f_goal, self.alpha)
+
+    def _step_scores(self, f_cur: torch.Tensor) -> StepReward:
+        dist = self.model.predict_from_features(self._f_init, f_cur, self._f_goal)
+        return StepReward(float(self.model.reward_from_normal(dist, self.alpha)[0]), float(dist.loc[0]),
+                          float(dist.scale[0]))
+
+    def score_features(self, f_init, f_cur, f_goal) -> TrajectoryScores:
+        dist = self.model.predict_from_features(f_init, f_cur, f_goal)
+        numpy = lambda x: x.float().cpu().numpy()  # noqa: E731
+        return TrajectoryScores(numpy(self.model.reward_from_normal(dist, self.alpha)), numpy(dist.loc),
+                                numpy(dist.scale))
+
+    def start_episode(self, init_frame, goal_frame) -> None:
+        if not self.train_mode:
+            return super().start_episode(init_frame, goal_frame)
+        self._endpoints = (_frames(init_frame), _frames(goal_frame))  # encoded at every step instead
+
+    def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
+        if not self.train_mode or self._endpoints is None:
+            return super().step(frame, env_reward, success)
+        init, goal = self._endpoints
+        f_init, f_cur, f_goal = (self._train_mode_features(x) for x in (init, _frames(frame), goal))
+        dist = self.model.predict_from_features(f_init, f_cur, f_goal)
+        return StepReward(float(self.model.reward_from_normal(dist, self.alpha)[0]), float(dist.loc[0]),
+                          float(dist.scale[0]))
+
+    def _train_mode_features(self, frame: torch.Tensor) -> torch.Tensor:
+        """Features of one frame ``(1, 3, S, S)`` in train mode (BatchNorm running stats updated)."""
+        was_training = self.model.training
+        self.model.train()
+        try:
+            with torch.no_grad(), autocast(self.model.device, self.model.amp):
+                return self.model.features(frame)
+        finally:
+            self.model.train(was_training)
+
+    def begin_learning(self) -> None:
+        """Score in eval mode from now on (the released code's first agent update); the running
+        statistics moved, so every cache is rebuilt."""
+        if self.train_mode:
+            self.train_mode = False
+            self.refresh()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "train_mode": self.train_mode}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.train_mode = bool(state.get("train_mode", False))
+
+
+__all__ = ["EnvReward", "FrameReward", "ProgressReward", "RELABEL_MODES", "ReplayWindow", "RewardFunction",
+           "SparseReward", "StepReward", "TrajectoryScores"]
