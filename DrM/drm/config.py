@@ -17,7 +17,7 @@ from video2reward.model import BACKBONES, HEAD_INPUTS
 from video2reward.precision import PRECISIONS
 from video2reward.pushback import CROPS
 
-from .envs import RENDER_QUALITIES, TASKS
+from .envs import OBS_TYPES, RENDER_QUALITIES, TASKS
 from .rewards import RELABEL_MODES, REWARD_MODELS
 
 # agent frames of a push-back step: the newest frame of a separate replay sample, or the oldest stacked
@@ -47,7 +47,8 @@ _BOOL = ("save_video", "save_snapshot", "online_finetune", "demos.keep_failures"
          "finetune.round_label_std", "finetune.resume_optimizer")
 _CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "render_quality": RENDER_QUALITIES,
             "precision": PRECISIONS, "pretrain.backbone": tuple(BACKBONES), "pretrain.head": tuple(HEAD_INPUTS),
-            "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "finetune.agent_frames": AGENT_FRAMES,
+            "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "obs_type": OBS_TYPES,
+            "finetune.agent_frames": AGENT_FRAMES,
             "finetune.crop": CROPS}
 
 

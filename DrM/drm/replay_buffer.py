@@ -71,6 +71,7 @@ class Batch:
     """
 
     obs: Any  # (B, 3k, S, S) uint8: stack at step t, oldest frame first, o_t in obs[:, -3:]
+    #           or (B, D) float32: the state s_t (a buffer with state_shape)
     action: Any  # (B, A) float32: a_t
     reward: Any  # (B, 1) float32: sum_{i<n} gamma^i r_{t+1+i} of the env rewards
     discount: Any  # (B, 1) float32: gamma^n (no terminal states)
@@ -84,17 +85,9 @@ class Batch:
     step: Any  # (B,) int64: t, the step of obs inside its episode
     nstep: int  # n
     gamma: float  # per-step discount used for reward / discount
-
-    @property
-    def oldest_frame(self) -> Any:
-        """``obs[:, :3]``, the oldest frame of the stack: what the released PROGRESSOR code scored
-        (``reward.relabel=paper``)."""
-        return self.obs[:, :3]
-
-    @property
-    def newest_frame(self) -> Any:
-        """``o_t``, the newest frame of the stack ``obs``."""
-        return self.obs[:, -3:]
+    newest_frame: Any = None  # (B, 3, S, S) uint8: o_t, the frame of step t
+    oldest_frame: Any = None  # (B, 3, S, S) uint8: the oldest frame of o_t's stack, what the released
+    #                            PROGRESSOR code scored (reward.relabel=paper)
 
     def to_torch(self, device: str | torch.device) -> "Batch":
         """Copy with every array field moved to ``device`` as a tensor (dtypes kept)."""
@@ -121,12 +114,16 @@ class ReplayBuffer:
         action_shape: ``(A,)``.
         frame_stack: ``k``, frames per observation.
         rng: ``np.random.Generator`` (or a seed) that drives sampling; part of the state dict.
+        state_shape: ``(D,)`` to also store a float32 state per slot (``obs_type=state``): then the
+            batch's ``obs`` / ``next_obs`` are the states ``s_t`` / ``s_{t+n}`` (no stacking), and
+            the frames serve the reward only. ``add_first`` / ``add`` take the ``state``.
     """
 
     _MAX_REJECTION_ROUNDS = 8
 
     def __init__(self, capacity: int, frame_shape: tuple[int, int, int], action_shape: tuple[int, ...],
-                 frame_stack: int = 3, rng: np.random.Generator | int | None = None) -> None:
+                 frame_stack: int = 3, rng: np.random.Generator | int | None = None,
+                 state_shape: tuple[int, ...] | None = None) -> None:
         if capacity < 2:
             raise ValueError(f"capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
@@ -136,6 +133,8 @@ class ReplayBuffer:
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         # np.empty: pages are only committed once written, so a large capacity costs nothing upfront
         self._frames = np.empty((self.capacity, *self.frame_shape), dtype=np.uint8)
+        self.state_shape = None if state_shape is None else tuple(int(d) for d in state_shape)
+        self._states = None if state_shape is None else np.zeros((self.capacity, *self.state_shape), np.float32)
         self._action = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
         self._reward = np.zeros(self.capacity, dtype=np.float32)
         self._success = np.zeros(self.capacity, dtype=bool)
@@ -164,7 +163,15 @@ class ReplayBuffer:
         self._episode[(ep.start + np.arange(ep.length)) % self.capacity] = -1
         self._num_transitions -= ep.length - 1
 
-    def _write(self, frame: np.ndarray, action: np.ndarray, reward: float, success: bool) -> int:
+    def _check_state(self, state: np.ndarray | None) -> np.ndarray | None:
+        if self.state_shape is None:
+            return None
+        if state is None:
+            raise ValueError(f"this buffer stores states {self.state_shape}: pass state=")
+        return np.asarray(state, np.float32).reshape(self.state_shape)
+
+    def _write(self, frame: np.ndarray, action: np.ndarray, reward: float, success: bool,
+               state: np.ndarray | None = None) -> int:
         slot = self._ptr
         owner = int(self._episode[slot])
         if owner >= 0:
@@ -172,6 +179,8 @@ class ReplayBuffer:
                 raise ValueError(f"episode longer than the buffer capacity ({self.capacity} slots)")
             self._evict(owner)
         self._frames[slot] = frame
+        if self._states is not None:
+            self._states[slot] = state
         self._action[slot] = action
         self._reward[slot] = reward
         self._success[slot] = success
@@ -181,15 +190,16 @@ class ReplayBuffer:
         return slot
 
     def add_first(self, frame: np.ndarray, init_frame: np.ndarray | None = None,
-                  goal_frame: np.ndarray | None = None) -> None:
-        """Start an episode with its reset frame ``(3, S, S)`` uint8. ``init_frame`` defaults to
-        ``frame``; ``goal_frame`` to zeros (env / sparse rewards need none)."""
+                  goal_frame: np.ndarray | None = None, state: np.ndarray | None = None) -> None:
+        """Start an episode with its reset frame ``(3, S, S)`` uint8 (and reset state). ``init_frame``
+        defaults to ``frame``; ``goal_frame`` to zeros (env / sparse rewards need none)."""
         frame = self._check_frame(frame, "frame")
+        state = self._check_state(state)
         init = frame if init_frame is None else self._check_frame(init_frame, "init_frame")
         goal = (np.zeros(self.frame_shape, np.uint8) if goal_frame is None
                 else self._check_frame(goal_frame, "goal_frame"))
         self._current = None
-        slot = self._write(frame, np.zeros(self.action_shape, np.float32), 0.0, False)
+        slot = self._write(frame, np.zeros(self.action_shape, np.float32), 0.0, False, state)
         episode_id = self._next_episode_id
         self._next_episode_id += 1
         self._episode[slot] = episode_id
@@ -198,15 +208,16 @@ class ReplayBuffer:
         self._current = episode_id
 
     def add(self, action: np.ndarray, frame: np.ndarray, env_reward: float, success: bool,
-            last: bool = False) -> None:
-        """Append one agent step: the action taken, the frame observed after it, the env reward
-        and success flag of that step; ``last=True`` closes the episode."""
+            last: bool = False, state: np.ndarray | None = None) -> None:
+        """Append one agent step: the action taken, the frame (and state) observed after it, the
+        env reward and success flag of that step; ``last=True`` closes the episode."""
         if self._current is None:
             raise RuntimeError("add() without an open episode: call add_first() at reset")
         frame = self._check_frame(frame, "frame")
+        state = self._check_state(state)
         action = np.asarray(action, dtype=np.float32).reshape(self.action_shape)
         ep = self._episodes[self._current]
-        slot = self._write(frame, action, float(env_reward), bool(success))
+        slot = self._write(frame, action, float(env_reward), bool(success), state)
         self._episode[slot] = self._current
         self._step[slot] = ep.length
         ep.length += 1
@@ -230,7 +241,7 @@ class ReplayBuffer:
         frame_bytes = int(np.prod(self.frame_shape))
         slot_bytes = (frame_bytes + self._action.itemsize * int(np.prod(self.action_shape))
                       + self._reward.itemsize + self._success.itemsize + self._episode.itemsize
-                      + self._step.itemsize)
+                      + self._step.itemsize + (0 if self._states is None else self._states[0].nbytes))
         if self._num_transitions == 0:
             return float(slot_bytes)
         episodes = len(self._episodes)
@@ -280,12 +291,16 @@ class ReplayBuffer:
         rewards = self._reward[win]
         episodes = self._episode[idx]
         records = [self._episodes[int(e)] for e in episodes]
+        if self._states is not None:
+            obs, next_obs = self._states[idx], self._states[(idx + nstep) % cap]
+        else:
+            obs, next_obs = self._frames[obs_slots].reshape(stack_shape), self._frames[next_slots].reshape(stack_shape)
         return Batch(
-            obs=self._frames[obs_slots].reshape(stack_shape),
+            obs=obs,
             action=self._action[win[:, 0]],
             reward=discounted_sum(rewards, discount),
             discount=np.full((len(idx), 1), discount ** nstep, dtype=np.float32),
-            next_obs=self._frames[next_slots].reshape(stack_shape),
+            next_obs=next_obs,
             init_frame=np.stack([r.init for r in records]),
             goal_frame=np.stack([r.goal for r in records]),
             window_frames=self._frames[win] if window else None,
@@ -295,6 +310,8 @@ class ReplayBuffer:
             step=t.copy(),
             nstep=int(nstep),
             gamma=float(discount),
+            newest_frame=self._frames[idx],
+            oldest_frame=self._frames[obs_slots[:, 0]],
         )
 
     # ------------------------------------------------------------------ checkpointing
@@ -308,14 +325,8 @@ class ReplayBuffer:
         eps = list(self._episodes.items())
         empty_frames = np.zeros((0, *self.frame_shape), np.uint8)
         return {
-            "config": {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
-                       "action_shape": list(self.action_shape), "frame_stack": self.frame_stack},
-            "frames": torch.from_numpy(self._frames[:n]),
-            "action": torch.from_numpy(self._action[:n]),
-            "reward": torch.from_numpy(self._reward[:n]),
-            "success": torch.from_numpy(self._success[:n]),
-            "episode": torch.from_numpy(self._episode[:n]),
-            "step": torch.from_numpy(self._step[:n]),
+            "config": self._config(),
+            **{name: torch.from_numpy(getattr(self, f"_{name}")[:n]) for name in self._slot_fields() + ("episode", "step")},
             "episodes": {
                 "id": torch.tensor([e for e, _ in eps], dtype=torch.int64),
                 "start": torch.tensor([r.start for _, r in eps], dtype=torch.int64),
@@ -331,13 +342,11 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` into a buffer built with the same configuration."""
-        config = state["config"]
-        mine = {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
-                "action_shape": list(self.action_shape), "frame_stack": self.frame_stack}
+        config, mine = state["config"], self._config()
         if dict(config) != mine:
             raise ValueError(f"replay buffer configuration mismatch: saved {dict(config)}, this {mine}")
         n = int(state["filled"])
-        for name in ("frames", "action", "reward", "success", "episode", "step"):
+        for name in self._slot_fields() + ("episode", "step"):
             getattr(self, f"_{name}")[:n] = state[name].numpy()
         self._episode[n:] = -1
         eps = state["episodes"]
@@ -357,8 +366,15 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ incremental persistence
     def _config(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
-                "action_shape": list(self.action_shape), "frame_stack": self.frame_stack}
+        config = {"capacity": self.capacity, "frame_shape": list(self.frame_shape),
+                  "action_shape": list(self.action_shape), "frame_stack": self.frame_stack}
+        if self.state_shape is not None:
+            config["state_shape"] = list(self.state_shape)
+        return config
+
+    def _slot_fields(self) -> tuple[str, ...]:
+        """The per-slot arrays written by :meth:`save` besides episode ids and steps."""
+        return ("frames", "action", "reward", "success") + (() if self._states is None else ("states",))
 
     def save(self, folder: str | os.PathLike) -> dict[str, Any]:
         """Append the slots and episodes added since the last save to ``folder`` as one new segment
@@ -372,8 +388,7 @@ class ReplayBuffer:
             new_eps = [e for e in range(self._saved_episodes, self._next_episode_id) if e in self._episodes]
             empty = np.zeros((0, *self.frame_shape), np.uint8)
             segment = {
-                "frames": torch.from_numpy(self._frames[slots]), "action": torch.from_numpy(self._action[slots]),
-                "reward": torch.from_numpy(self._reward[slots]), "success": torch.from_numpy(self._success[slots]),
+                **{name: torch.from_numpy(getattr(self, f"_{name}")[slots]) for name in self._slot_fields()},
                 "episode_ids": torch.tensor(new_eps, dtype=torch.int64),
                 "init": torch.from_numpy(np.stack([self._episodes[e].init for e in new_eps]) if new_eps else empty),
                 "goal": torch.from_numpy(np.stack([self._episodes[e].goal for e in new_eps]) if new_eps else empty),
@@ -420,7 +435,7 @@ class ReplayBuffer:
         for name, start, end in state["segments"]:
             seg = read_checkpoint(folder / name, what="replay segment")
             slots = self._ring_range(int(start), int(end))
-            for field in ("frames", "action", "reward", "success"):
+            for field in self._slot_fields():
                 getattr(self, f"_{field}")[slots] = seg[field].numpy()
             for e, init, goal in zip(seg["episode_ids"].tolist(), seg["init"], seg["goal"]):
                 if e in live:

@@ -109,7 +109,7 @@ class Workspace:
 
         env_kwargs = dict(image_size=cfg.image_size, action_repeat=cfg.action_repeat,
                           episode_length=cfg.episode_length, frame_stack=cfg.frame_stack,
-                          render_quality=cfg.render_quality)
+                          render_quality=cfg.render_quality, obs_type=cfg.obs_type)
         self.train_env = make_env(cfg.task_name, seed=cfg.seed, **env_kwargs)
         self.eval_env = make_env(cfg.task_name, seed=cfg.seed + 1_000_000, **env_kwargs)
         obs_shape = self.train_env.observation_space.shape
@@ -118,8 +118,10 @@ class Workspace:
         agent_cfg.update(obs_shape=list(obs_shape), action_shape=list(action_shape), device=str(self.device),
                          amp=self.precision.amp, channels_last=self.precision.channels_last)
         self.agent = hydra.utils.instantiate(agent_cfg)
+        self.states = cfg.obs_type == "state"  # the agent sees states; frames are for the reward
         self.replay = ReplayBuffer(cfg.replay_buffer_size, (3, cfg.image_size, cfg.image_size), action_shape,
-                                   frame_stack=cfg.frame_stack, rng=cfg.seed)
+                                   frame_stack=cfg.frame_stack, rng=cfg.seed,
+                                   state_shape=obs_shape if self.states else None)
 
         self.logger = Logger(self.run_dir)
         self.video = VideoRecorder(self.run_dir / "eval_video" if cfg.save_video else None)
@@ -267,8 +269,9 @@ class Workspace:
         from_batch = cfg.finetune.agent_frames == "update_batch"
         while self.global_frame < cfg.num_train_frames:
             obs, reset_frame, begun = self._reset(self.train_env, self._episode_seed(self.global_episode))
+            reset_state = obs if self.states else None
             if begun is not None:
-                self.replay.add_first(reset_frame, goal_frame=begun[1])
+                self.replay.add_first(reset_frame, goal_frame=begun[1], state=reset_state)
             ep_reward, ep_env_reward, ep_success, truncated = 0.0, 0.0, False, False
             while not truncated:
                 with self.timers("act"):
@@ -284,9 +287,10 @@ class Workspace:
                     obs, env_reward, _, truncated, info = self.train_env.step(action)
                 if begun is None:  # first_frame=after_first_action
                     begun = self._begin(self.train_env, info["frame"])
-                    self.replay.add_first(reset_frame, init_frame=begun[0], goal_frame=begun[1])
+                    self.replay.add_first(reset_frame, init_frame=begun[0], goal_frame=begun[1], state=reset_state)
                 reward = self._score(info, env_reward).reward
-                self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated)
+                self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated,
+                                state=obs if self.states else None)
                 ep_reward += reward
                 ep_env_reward += env_reward
                 ep_success |= bool(info["success"])

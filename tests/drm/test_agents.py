@@ -310,3 +310,31 @@ def test_state_dict_round_trip(use_drm):
     torch.manual_seed(9)
     m2 = other.update(random_batch(1), step=22)
     assert m1 == m2  # identical continuation
+
+
+# ---------------------------------------------------------------- state policy (obs_type=state)
+@pytest.mark.parametrize("use_drm", [False, True])
+def test_state_agent_acts_and_learns_from_a_state_replay(use_drm):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    d = 7
+    buffer = ReplayBuffer(100, (3, S, S), (A,), rng=0, state_shape=(d,))
+    states = rng.normal(size=(21, d)).astype(np.float32)
+    buffer.add_first(rng.integers(0, 256, (3, S, S), dtype=np.uint8), state=states[0])
+    for t in range(1, 21):
+        buffer.add(rng.uniform(-1, 1, A), rng.integers(0, 256, (3, S, S), dtype=np.uint8), 1.0, False,
+                   state=states[t])
+    batch = buffer.sample(B, nstep=3, discount=0.9)
+    assert batch.obs.shape == (B, d) and batch.next_obs.shape == (B, d)
+    np.testing.assert_array_equal(batch.obs, states[batch.step])  # s_t and s_{t+n}, no stacking
+    np.testing.assert_array_equal(batch.next_obs, states[batch.step + 3])
+    assert batch.newest_frame.shape == (B, 3, S, S)  # the frames stay for the reward
+    agent = DrQV2Agent((d,), (A,), "cpu", feature_dim=16, hidden_dim=32, num_expl_steps=0, use_drm=use_drm)
+    assert not any(isinstance(m, nn.Conv2d) for m in agent.encoder.modules())
+    assert isinstance(agent.aug, nn.Identity)
+    action = agent.act(states[0], step=10, eval_mode=True)
+    assert action.shape == (A,) and np.all(np.abs(action) <= 1)
+    before = [p.clone() for p in agent.encoder.parameters()]
+    metrics = agent.update(batch.to_torch("cpu"), step=20)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.encoder.parameters())), "critic trains the MLP"

@@ -176,3 +176,22 @@ def test_render_quality_default_differs_from_fast():
     fast.close(), default.close()
     assert a.shape == b.shape and not np.array_equal(a, b)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 40  # same scene, other shading
+
+
+@pytest.mark.parametrize("task, dim", [("toy-reach", 4), ("drawer-open", 39)])
+def test_state_observations_keep_frames_for_the_reward(task, dim):
+    env = make_env(task, seed=3, image_size=32, episode_length=3, obs_type="state")
+    pixels = make_env(task, seed=3, image_size=32, episode_length=3)
+    obs, info = env.reset(seed=3)
+    _, pixel_info = pixels.reset(seed=3)
+    assert obs.shape == (dim,) == env.observation_space.shape and obs.dtype == np.float32
+    assert env.observation_space.contains(obs)
+    np.testing.assert_array_equal(info["frame"], pixel_info["frame"])  # the same scene, rendered
+    action = np.zeros(env.action_space.shape, np.float32)
+    next_obs, _, _, _, info = env.step(action)
+    assert next_obs.shape == (dim,) and info["frame"].shape == (3, 32, 32)
+    assert env.goal_frame()[0].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="obs_type"):
+        make_env(task, obs_type="joints")
+    env.close()
+    pixels.close()

@@ -182,3 +182,28 @@ def test_state_dict_round_trip_resumes_exactly():
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     with pytest.raises(ValueError, match="mismatch"):
         ReplayBuffer(26, (3, S, S), (2,)).load_state_dict(buffer.state_dict())
+
+
+def test_states_persist_through_segments_and_state_dict(tmp_path):
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(30, (3, 4, 4), (2,), rng=0, state_shape=(5,))
+    with pytest.raises(ValueError, match="state"):
+        buf.add_first(np.zeros((3, 4, 4), np.uint8))
+    saves = []
+    for episode in range(4):
+        buf.add_first(rng.integers(0, 256, (3, 4, 4), dtype=np.uint8), state=rng.normal(size=5))
+        for t in range(8):
+            buf.add(np.zeros(2), rng.integers(0, 256, (3, 4, 4), dtype=np.uint8), 0.0, False, last=t == 7,
+                    state=rng.normal(size=5))
+        saves.append(buf.save(tmp_path))
+    restored = ReplayBuffer(30, (3, 4, 4), (2,), state_shape=(5,))
+    restored.load(tmp_path, saves[-1])
+    a, b = buf.sample(6, 2, 0.9), restored.sample(6, 2, 0.9)
+    assert a.obs.shape == (6, 5) and a.obs.dtype == np.float32
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.next_obs, b.next_obs)
+    twin = ReplayBuffer(30, (3, 4, 4), (2,), state_shape=(5,))
+    twin.load_state_dict(buf.state_dict())
+    np.testing.assert_array_equal(buf.sample(6, 2, 0.9).obs, twin.sample(6, 2, 0.9).obs)
+    with pytest.raises(ValueError, match="mismatch"):
+        ReplayBuffer(30, (3, 4, 4), (2,)).load_state_dict(buf.state_dict())

@@ -92,3 +92,29 @@ def test_drawer_open_smoke_from_drm_dir(tmp_path):
     # the pretrained reward model has the config's backbone and head (pretrain.backbone / .head)
     reward = load_reward_model(tmp_path / "mw.pth")
     assert (reward.config.backbone, reward.config.head) == ("convnet_spatial", "distance")
+
+
+def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
+    """obs_type=state: the agent sees Meta-World's 39-d state, the reward (with push-back) still
+    scores rendered frames; a run stopped at 60 frames and continued equals a straight run."""
+    common = ["task=drawer-open", "obs_type=state", "num_seed_frames=60", "eval_every_frames=60",
+              "num_eval_episodes=1", "episode_length=15", "batch_size=8", "agent.hidden_dim=32",
+              "agent.num_expl_steps=30", "log_every_frames=30", "snapshot_every_frames=30",
+              "online_finetune_every_step=10", "finetune.expert_batch_size=2", "finetune.replay_batch_size=2",
+              f"reward.checkpoint={tmp_path / 'mw.pth'}", "reward.pretrain_if_missing=true",
+              f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[drawer-open]", "demos.num_train=1",
+              "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
+              "num_threads=1", "save_video=false", "image_size=84"]
+    half, _ = train(tmp_path, "resumed", *common, "num_train_frames=60")
+    snap = torch.load(half / "snapshot.pt", weights_only=True)
+    assert snap["agent"]["encoder"]["net.0.weight"].shape[1] == 39  # the state MLP, not the conv encoder
+    assert snap["replay"]["config"]["state_shape"] == [39]
+    assert snap["reward"]["updater"] is not None  # push-back runs on the frames
+    resumed, out = train(tmp_path, "resumed", *common, "num_train_frames=120")
+    assert "resumed from" in out
+    straight, _ = train(tmp_path, "straight", *common, "num_train_frames=120")
+    a, b = rows(resumed / "eval.csv"), rows(straight / "eval.csv")
+    assert [int(float(r["frame"])) for r in a] == [0, 60, 120]
+    for key in ("success_rate", "episode_reward", "episode_env_reward"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    assert any(r.get("refine_expert_loss") for r in rows(straight / "train.csv"))

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..schedules import schedule
 from .dormant import DormantMonitor, fresh_copy, perturb, perturb_factor, reset_optimizer
-from .networks import (Actor, Critic, Encoder, RandomShiftsAug, ValueNet, expectile_loss,
+from .networks import (Actor, Critic, RandomShiftsAug, ValueNet, expectile_loss, make_encoder,
                        soft_update, weight_init)
 
 
@@ -50,7 +50,8 @@ class DrQV2Agent:
     """DrQ-v2 agent; ``use_drm=True`` turns it into DrM (module docstring).
 
     Args:
-        obs_shape: ``(3 * frame_stack, S, S)`` of the uint8 observation.
+        obs_shape: ``(3 * frame_stack, S, S)`` of the uint8 image observation, or ``(D,)`` of a state
+            observation (``obs_type=state``: an MLP encoder, no augmentation).
         action_shape: ``(A,)``; actions lie in [-1, 1].
         device: torch device for the networks.
         lr: Adam learning rate of every network.
@@ -75,6 +76,7 @@ class DrQV2Agent:
             perturbation only touches Linear layers).
         amp: bf16 autocast for all forwards (``False``: plain fp32).
         channels_last: NHWC memory format for the encoder (pays off together with ``amp``).
+        state_repr_dim: width of the state encoder's output (state observations only).
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
@@ -88,7 +90,7 @@ class DrQV2Agent:
                  dormant_temp: float = 10.0, perturb_every: int = 100_000,
                  perturb_rate: float = 2.0, min_perturb_factor: float = 0.2,
                  max_perturb_factor: float = 0.95, perturb_encoder: bool = False,
-                 amp: bool = False, channels_last: bool = True) -> None:
+                 amp: bool = False, channels_last: bool = True, state_repr_dim: int = 256) -> None:
         self.device = torch.device(device)
         self.action_dim = int(action_shape[0])
         self.critic_target_tau = critic_target_tau
@@ -115,7 +117,8 @@ class DrQV2Agent:
         self.awaken_step: int | None = None
         self.next_perturb_step = perturb_every
 
-        self.encoder = Encoder(obs_shape, channels_last=channels_last).to(self.device)
+        self.pixels = len(obs_shape) == 3
+        self.encoder = make_encoder(tuple(obs_shape), channels_last, state_repr_dim).to(self.device)
         repr_dim = self.encoder.repr_dim
         self.actor = Actor(repr_dim, self.action_dim, feature_dim, hidden_dim).to(self.device)
         q_dropout = dropout if use_drm else 0.0
@@ -131,7 +134,7 @@ class DrQV2Agent:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=lr) if use_drm else None
 
-        self.aug = RandomShiftsAug(aug_pad)
+        self.aug = RandomShiftsAug(aug_pad) if self.pixels else torch.nn.Identity()  # no augmentation of states
         self.train()
         self.critic_target.train()  # as in DrQ-v2 / DrM: target Q heads keep their dropout
 

@@ -98,6 +98,30 @@ class Encoder(nn.Module):
         return self.convnet(x).flatten(1)
 
 
+class StateEncoder(nn.Module):
+    """The state-policy encoder (``obs_type=state``): an MLP ``(B, D) float -> (B, repr_dim)``,
+    Linear -> LayerNorm -> ReLU, trained by the critic like the conv encoder it replaces."""
+
+    def __init__(self, obs_shape: tuple[int, ...], repr_dim: int = 256) -> None:
+        super().__init__()
+        if len(obs_shape) != 1:
+            raise ValueError(f"obs_shape of a state observation must be (D,), got {obs_shape}")
+        self.repr_dim = int(repr_dim)
+        self.net = nn.Sequential(nn.Linear(int(obs_shape[0]), self.repr_dim), nn.LayerNorm(self.repr_dim),
+                                 nn.ReLU(inplace=True))
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float())
+
+
+def make_encoder(obs_shape: tuple[int, ...], channels_last: bool = False, state_repr_dim: int = 256) -> nn.Module:
+    """The conv :class:`Encoder` for image observations ``(C, H, W)``, :class:`StateEncoder` for ``(D,)``."""
+    if len(obs_shape) == 1:
+        return StateEncoder(obs_shape, state_repr_dim)
+    return Encoder(obs_shape, channels_last=channels_last)
+
+
 def _trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
 

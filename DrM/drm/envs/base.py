@@ -25,6 +25,9 @@ def canonical_task(task: str, valid: Sequence[str]) -> str:
     return name
 
 
+OBS_TYPES = ("pixels", "state")
+
+
 class PixelEnv(gym.Env):
     """Pixel observations of a task with a scripted expert.
 
@@ -34,15 +37,22 @@ class PixelEnv(gym.Env):
     true if any repeat succeeded. There are no terminal states; ``truncated`` is true after
     ``episode_length`` agent steps. ``reward`` is the env's own dense reward, also returned as
     ``info["env_reward"]`` so a learner that replaces it keeps the original.
+
+    ``obs_type="state"``: observations are the simulator's low-dimensional state ``(D,)`` float32
+    instead (Meta-World's 39-d observation; the toy's position and goal); frames are still rendered
+    every step and returned in ``info["frame"]`` for the reward.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
     render_mode = "rgb_array"
 
     def __init__(self, task: str, *, seed: int | None, image_size: int, action_repeat: int,
-                 episode_length: int, frame_stack: int, render_quality: str, action_dim: int):
+                 episode_length: int, frame_stack: int, render_quality: str, action_dim: int,
+                 obs_type: str = "pixels"):
         if render_quality not in RENDER_QUALITIES:
             raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {render_quality!r}")
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
         if min(image_size, action_repeat, episode_length, frame_stack) < 1:
             raise ValueError("image_size, action_repeat, episode_length and frame_stack must be >= 1")
         self.task = task
@@ -51,8 +61,10 @@ class PixelEnv(gym.Env):
         self.episode_length = int(episode_length)
         self.frame_stack = int(frame_stack)
         self.render_quality = render_quality
+        self.obs_type = obs_type
         s = self.image_size
-        self.observation_space = spaces.Box(0, 255, (3 * self.frame_stack, s, s), np.uint8)
+        self.observation_space = (spaces.Box(0, 255, (3 * self.frame_stack, s, s), np.uint8) if obs_type == "pixels"
+                                  else spaces.Box(-np.inf, np.inf, (self.STATE_DIM,), np.float32))
         self.action_space = spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
         self._np_random, _ = seeding.np_random(seed)
         self.action_space.seed(seed)
@@ -82,6 +94,12 @@ class PixelEnv(gym.Env):
         raise NotImplementedError
 
     def _expert_action(self) -> np.ndarray:
+        raise NotImplementedError
+
+    STATE_DIM = 0  # size of the state observation
+
+    def _state(self) -> np.ndarray:
+        """The simulator's state observation ``(STATE_DIM,)``."""
         raise NotImplementedError
 
     def _make_twin(self) -> PixelEnv:
@@ -115,7 +133,7 @@ class PixelEnv(gym.Env):
         frame = self._observe()
         for _ in range(self.frame_stack):
             self._frames.append(frame)
-        return self._stacked(), {"frame": frame, "success": False, "env_reward": 0.0}
+        return self._observation(), {"frame": frame, "success": False, "env_reward": 0.0}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._t is None or self._t >= self.episode_length:
@@ -126,7 +144,7 @@ class PixelEnv(gym.Env):
         frame = self._observe()
         self._frames.append(frame)
         truncated = self._t >= self.episode_length
-        return self._stacked(), reward, False, truncated, {
+        return self._observation(), reward, False, truncated, {
             "frame": frame, "success": success, "env_reward": reward}
 
     @property
@@ -195,7 +213,10 @@ class PixelEnv(gym.Env):
         self._frame = self._render_rgb()
         return np.ascontiguousarray(self._frame.transpose(2, 0, 1))
 
-    def _stacked(self) -> np.ndarray:
+    def _observation(self) -> np.ndarray:
+        """The stacked frames, or the state (``obs_type``)."""
+        if self.obs_type == "state":
+            return np.asarray(self._state(), np.float32).reshape(self.STATE_DIM)
         return np.concatenate(self._frames, axis=0)
 
     def close(self) -> None:

@@ -76,11 +76,12 @@ class MetaWorldEnv(PixelEnv):
     """
 
     def __init__(self, task: str, seed: int | None = 0, image_size: int = 84, action_repeat: int = 2,
-                 episode_length: int = 100, frame_stack: int = 3, render_quality: str = "fast"):
+                 episode_length: int = 100, frame_stack: int = 3, render_quality: str = "fast",
+                 obs_type: str = "pixels"):
         name = canonical_task(task, MW_TASKS)
         super().__init__(name, seed=seed, image_size=image_size, action_repeat=action_repeat,
                          episode_length=episode_length, frame_stack=frame_stack,
-                         render_quality=render_quality, action_dim=4)
+                         render_quality=render_quality, action_dim=4, obs_type=obs_type)
         self._kwargs = dict(task=name, seed=seed, image_size=image_size, action_repeat=action_repeat,
                             episode_length=episode_length, frame_stack=frame_stack,
                             render_quality=render_quality)
@@ -125,6 +126,11 @@ class MetaWorldEnv(PixelEnv):
     def _sim_step(self, action: np.ndarray) -> tuple[float, bool]:
         self._mw_obs, reward, _, _, info = self._mw.step(action)
         return float(reward), bool(info["success"])
+
+    STATE_DIM = 39  # hand and object poses now and one step before, and the goal position
+
+    def _state(self) -> np.ndarray:
+        return self._mw_obs
 
     def _render_rgb(self) -> np.ndarray:
         if self._renderer is None:

@@ -42,7 +42,7 @@ class ToyReachEnv(PixelEnv):
                  action_repeat: int = 2, episode_length: int = 100, frame_stack: int = 3,
                  render_quality: str = "fast", step_size: float = 0.03, success_radius: float = 0.1,
                  min_start_goal_distance: float | None = None, expert: str = "steady",
-                 goal: str = "center"):
+                 goal: str = "center", obs_type: str = "pixels"):
         if task != TOY_TASK:
             raise ValueError(f"ToyReachEnv only implements {TOY_TASK!r}, got {task!r}")
         if goal not in ("center", "random"):
@@ -53,7 +53,7 @@ class ToyReachEnv(PixelEnv):
             raise ValueError(f"expert must be 'steady' or 'fast', got {expert!r}")
         super().__init__(TOY_TASK, seed=seed, image_size=image_size, action_repeat=action_repeat,
                          episode_length=episode_length, frame_stack=frame_stack,
-                         render_quality=render_quality, action_dim=2)
+                         render_quality=render_quality, action_dim=2, obs_type=obs_type)
         self._kwargs = dict(seed=seed, image_size=image_size, action_repeat=action_repeat,
                             episode_length=episode_length, frame_stack=frame_stack,
                             render_quality=render_quality, step_size=step_size,
@@ -99,6 +99,11 @@ class ToyReachEnv(PixelEnv):
                 goal = np.full(2, 0.5)
             if np.linalg.norm(goal - start) >= self.min_start_goal_distance:
                 return np.concatenate([start, goal])
+
+    STATE_DIM = 4  # position and goal position
+
+    def _state(self) -> np.ndarray:
+        return np.concatenate([self._pos, self._goal_pos])
 
     def _reset_to(self, placement: np.ndarray) -> None:
         self._pos = np.array(placement[:2], dtype=np.float64)
