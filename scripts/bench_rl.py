@@ -3,6 +3,7 @@
     python scripts/bench_rl.py                       # drawer-open, 84 px, batch 256, convnet reward
     python scripts/bench_rl.py --backbone resnet18_84 --steps 300
     python scripts/bench_rl.py --task toy-reach --image_size 32 --batch_size 128 --nstep 3 --precision fp32
+    python scripts/bench_rl.py --obs_type state --precision fp32 --extra agent.hidden_dim=256
 
 For each precision it runs the real workspace (seed phase, then updates every 2 steps, push-back
 refinement every 100 steps) and prints the seconds per agent step spent in env stepping + rendering,
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace, precision: str, tmp: Path) -> dict[str, float]
         "num_eval_episodes=0", "save_snapshot=false", "save_video=false", f"log_every_frames={2 * args.seed_steps}",
         f"reward.checkpoint={tmp / 'reward.pth'}", f"exp_data_path={tmp / 'demos'}", "demos.num_train=2",
         "demos.num_test=0", "demos.keep_failures=true", f"nstep={args.nstep}", f"reward.relabel={args.relabel}",
-        f"image_size={args.image_size}", f"num_threads={args.threads}",
+        f"image_size={args.image_size}", f"num_threads={args.threads}", f"obs_type={args.obs_type}", *args.extra,
     ]
     with initialize_config_dir(config_dir=str(drm.DRM_ROOT / "cfgs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--relabel", default="window")
     parser.add_argument("--image_size", type=int, default=84)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the run (default 1)")
+    parser.add_argument("--obs_type", default="pixels", choices=("pixels", "state"), help="what the agent sees")
+    parser.add_argument("--extra", nargs="*", default=[], help="more train_mw.py overrides, e.g. agent.hidden_dim=256")
     add_precision_flag(parser, default=["fp32", "bf16"], compare=True)
     args = parser.parse_args()
     labels = {name: resolve_precision(name).label for name in args.precision}
@@ -74,8 +77,8 @@ def main() -> None:
         save_reward_model(ProgressModel(args.backbone, image_size=args.image_size), tmp / "reward.pth")
         results = {name: run(args, name, tmp) for name in args.precision}
     print(f"\n{hardware_summary(args.threads)}")
-    print(f"{args.task}, {args.agent}, reward {args.backbone} at {args.image_size}px, batch {args.batch_size}, "
-          f"nstep {args.nstep}, relabel {args.relabel}: seconds per agent step after the seed phase (CL = channels_last)")
+    print(f"{args.task}, {args.agent} on {args.obs_type} {' '.join(args.extra)}, reward {args.backbone} at "
+          f"{args.image_size}px, batch {args.batch_size}, nstep {args.nstep}, relabel {args.relabel}: seconds per agent step after the seed phase (CL = channels_last)")
     first = args.precision[0]
     print(f"{'phase':<10}" + "".join(f"{labels[n]:>10}" for n in args.precision)
           + "".join(f"{f'{labels[first]}/{labels[n]}':>18}" for n in args.precision[1:]))
