@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import drm  # noqa: F401  (registers ${drm_root:...})
+from drm.config import check_config
 from drm.envs import TASKS
 
 CFG_DIR = Path(drm.__file__).resolve().parents[1] / "cfgs"
@@ -45,3 +46,13 @@ def test_seed_readme_keys_and_defaults():
 def test_unknown_task_lists_options():
     with pytest.raises(Exception, match="(?s)Could not find 'task/drawer-opn'.*drawer-open"):
         compose_cfg("task=drawer-opn")
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_state_cpu_preset_composes_and_checks(agent):
+    cfg = compose_cfg(f"agent={agent}", "preset=state-cpu", "task=door-open")
+    check_config(cfg)
+    assert (cfg.obs_type, cfg.agent.hidden_dim, cfg.task_name) == ("state", 256, "door-open")
+    assert compose_cfg(f"agent={agent}").obs_type == "pixels"
+    with pytest.raises(ValueError, match="obs_type"):
+        check_config(compose_cfg("obs_type=joints"))
