@@ -72,6 +72,9 @@ def _run_entries(run: Path, device: str) -> list[Entry]:
     if "reward_model" not in state:
         raise EvalDataError(f"{run / SNAPSHOT}: the run has no reward model (reward_model={cfg.get('reward_model')!r})")
     rm = state["reward_model"]
+    if rm["config"].get("method", "progressor") != "progressor":
+        raise EvalDataError(f"{run / SNAPSHOT}: the suite scores PROGRESSOR's progress; runs with "
+                            f"reward_model={cfg.get('reward_model')!r} are not supported yet")
     model = ProgressModel(**dict(rm["config"]))
     load_state_dict_strict(model, rm["state_dict"], str(run / SNAPSHOT))
     model.eval()

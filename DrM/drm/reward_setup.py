@@ -27,9 +27,14 @@ from video2reward import ProgressModel, load_reward_model
 from video2reward.checkpoint import CheckpointError, read_checkpoint, read_provenance
 from video2reward.data import VideoDataset, load_dataset
 from video2reward.io import atomic_torch_save
+from video2reward.methods import METHODS, PRETRAINABLE, UPDATERS, DiscriminatorConfig, build_model
 from video2reward.precision import Precision
 from video2reward.pushback import PushBackRefiner, RefineConfig, saved_optimizer_state
-from video2reward.reward_fn import EnvReward, ProgressReward, RewardFunction, SparseReward
+from video2reward.reward_fn import EnvReward, FrameReward, ProgressReward, RewardFunction, SparseReward
+
+from .rewards import reward_method
+
+ONLINE_ONLY = tuple(m for m in METHODS if m not in PRETRAINABLE)  # gail: nothing to pretrain
 
 from .demos import DemoSettings, check_demo_settings, generate_demos, read_metadata
 
@@ -85,7 +90,8 @@ def pretrain_request(cfg: DictConfig) -> dict[str, Any]:
             "rank_weight": None if p.get("rank_weight") is None else float(p.rank_weight), "seed": int(p.seed),
             "demos_train": int(d.num_train), "demos_test": int(d.num_test), "demos_seed": int(d.seed),
             "render_quality": str(cfg.render_quality), "episode_length": int(cfg.episode_length),
-            "action_repeat": int(cfg.action_repeat)}
+            "action_repeat": int(cfg.action_repeat),
+            **({} if cfg.reward_model == "ours" else {"method": reward_method(cfg.reward_model)})}
 
 
 def _mismatch(path: Path, cfg: DictConfig) -> str | None:
@@ -113,7 +119,7 @@ def resolve_reward_model(cfg: DictConfig, device: torch.device, precision: Preci
                          checkpoint_given: bool = False) -> ProgressModel:
     """The run's reward model (module docstring). ``checkpoint_given``: ``reward.checkpoint`` came
     from the command line rather than the config files."""
-    source = str(cfg.reward.checkpoint)
+    source = checkpoint_source(cfg, checkpoint_given)
     path = Path(source).expanduser()
     local = not source.startswith("hf://")
     may_pretrain = cfg.reward.get("pretrain_if_missing")
@@ -138,6 +144,16 @@ def resolve_reward_model(cfg: DictConfig, device: torch.device, precision: Preci
     return model
 
 
+def checkpoint_source(cfg: DictConfig, checkpoint_given: bool = False) -> str:
+    """``reward.checkpoint``; for a baseline left at the config files' default, a file of its own
+    beside it (``<stem>_<method>.pth``), so that methods never replace each other's pretraining."""
+    source = str(cfg.reward.checkpoint)
+    if cfg.reward_model == "ours" or checkpoint_given or source.startswith("hf://"):
+        return source
+    path = Path(source).expanduser()
+    return str(path.with_name(f"{path.stem}_{reward_method(cfg.reward_model)}{path.suffix}"))
+
+
 def _same_pretraining(last: Path, config: Any) -> bool:
     """Whether ``last`` is a checkpoint of a pretraining with exactly ``config`` (resume aside)."""
     if not last.is_file():
@@ -160,11 +176,13 @@ def pretrain_reward_model(cfg: DictConfig, path: Path, precision: Precision) -> 
     tasks = list(dict.fromkeys([*p.tasks, cfg.task_name]))
     root = ensure_demos(cfg, tasks)
     out_dir = path.parent / f"{path.stem}_pretrain"
+    method = reward_method(cfg.reward_model)
+    progressor_only = dict(label_std=p.label_std, rank_weight=p.get("rank_weight"), head=p.head) \
+        if method == "progressor" else {}
     config = TrainConfig(
         data_path=str(root), output_dir=str(out_dir), tasks=tasks, backbone=p.backbone, image_size=p.image_size,
-        steps=p.steps, batch_size=p.batch_size, lr=p.lr, label_std=p.label_std, shift_pixels=p.shift_pixels,
-        rank_weight=p.get("rank_weight"), head=p.head,
-        seed=p.seed, precision=precision.requested)
+        steps=p.steps, batch_size=p.batch_size, lr=p.lr, shift_pixels=p.shift_pixels, seed=p.seed,
+        precision=precision.requested, method=method, **progressor_only)
     if _same_pretraining(out_dir / "checkpoint_last.pth", config):  # a killed pretraining continues
         config.resume = "auto"
     checkpoint = pretrain(config)
@@ -177,30 +195,46 @@ def pretrain_reward_model(cfg: DictConfig, path: Path, precision: Precision) -> 
 
 def build_reward(cfg: DictConfig, device: torch.device, precision: Precision,
                  checkpoint_given: bool = False) -> RewardFunction:
-    """The run's reward for ``reward_model``; with ``online_finetune``, PROGRESSOR's push-back
-    refinement on the run task's expert demos is its online update."""
+    """The run's reward for ``reward_model``, with its online update when ``online_finetune`` is set:
+    push-back refinement for PROGRESSOR, the expert-vs-agent discriminator for ``rank2reward`` and
+    ``gail`` (which has nothing else to learn from, so it needs it); the other baselines have none."""
     if cfg.reward_model == "env":
         return EnvReward()
     if cfg.reward_model == "sparse":
         return SparseReward()
-    if cfg.reward_model != "ours":
+    method = reward_method(cfg.reward_model)
+    if method not in METHODS:
         raise RewardSetupError(f"unknown reward_model {cfg.reward_model!r}")
-    model = resolve_reward_model(cfg, device, precision, checkpoint_given)
+    if method in ONLINE_ONLY:
+        if not cfg.online_finetune:
+            raise RewardSetupError(f"reward_model={method} learns only online, from the agent's frames: it needs "
+                                   f"online_finetune=true")
+        model = build_model(method, {"backbone": cfg.pretrain.backbone, "image_size": cfg.image_size},
+                            amp=precision.amp, channels_last=precision.channels_last).to(device).eval()
+        print(f"reward model: {method}, {cfg.pretrain.backbone} at {cfg.image_size}px, trained online only", flush=True)
+    else:
+        model = resolve_reward_model(cfg, device, precision, checkpoint_given)
     if model.image_size != cfg.image_size:
         raise RewardSetupError(f"reward model takes {model.image_size}px frames but image_size={cfg.image_size}; "
                                f"set image_size to match the checkpoint")
-    refiner = None
-    if cfg.online_finetune:
-        fc = cfg.finetune
-        refiner = PushBackRefiner(model, load_expert_demos(cfg, model.image_size), RefineConfig(
+    fc = cfg.finetune
+    updater = None
+    if cfg.online_finetune and method == "progressor":
+        updater = PushBackRefiner(model, load_expert_demos(cfg, model.image_size), RefineConfig(
             lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
             expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
             crop_scale=tuple(fc.crop_scale), crop=fc.crop, round_label_std=fc.round_label_std,
             clip_grad=fc.clip_grad), amp=precision.amp, seed=cfg.seed)
         if fc.resume_optimizer:
-            _resume_refine_optimizer(str(cfg.reward.checkpoint), refiner)
-    return ProgressReward(model, cfg.reward.alpha, refiner, relabel=cfg.reward.relabel,
-                          train_mode=cfg.reward.train_mode)
+            _resume_refine_optimizer(str(cfg.reward.checkpoint), updater)
+    elif cfg.online_finetune and method in UPDATERS:
+        updater = UPDATERS[method](model, load_expert_demos(cfg, model.image_size), DiscriminatorConfig(
+            expert_batch_size=fc.expert_batch_size, crop_scale=tuple(fc.crop_scale), clip_grad=fc.clip_grad),
+            amp=precision.amp, seed=cfg.seed)
+    if method == "progressor":
+        return ProgressReward(model, cfg.reward.alpha, updater, relabel=cfg.reward.relabel,
+                              train_mode=cfg.reward.train_mode)
+    return FrameReward(model, updater, relabel=cfg.reward.relabel, name=method)
 
 
 def _resume_refine_optimizer(source: str, refiner: PushBackRefiner) -> None:

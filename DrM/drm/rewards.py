@@ -12,10 +12,18 @@ from video2reward.reward_fn import RELABEL_MODES, RewardFunction
 
 from .replay_buffer import Batch, discounted_sum
 
-# reward_model choices: PROGRESSOR, Meta-World's dense reward, the success flag
-REWARD_MODELS = ("ours", "env", "sparse")
+# reward_model choices: PROGRESSOR, the env's dense reward, the success flag, and the video-reward
+# baselines of video2reward.methods (docs/baselines.md)
+ENV_REWARDS = ("env", "sparse")
+BASELINES = ("tcn", "vip", "hold_r", "hold_c", "rank2reward", "gail")
+REWARD_MODELS = ("ours", *ENV_REWARDS, *BASELINES)
 
-__all__ = ["RELABEL_MODES", "REWARD_MODELS", "relabel"]
+__all__ = ["BASELINES", "ENV_REWARDS", "RELABEL_MODES", "REWARD_MODELS", "relabel", "reward_method"]
+
+
+def reward_method(reward_model: str) -> str:
+    """The :mod:`video2reward.methods` name of a learned ``reward_model`` (``ours`` is PROGRESSOR)."""
+    return "progressor" if reward_model == "ours" else reward_model
 
 
 def relabel(batch: Batch, reward: RewardFunction) -> Batch:

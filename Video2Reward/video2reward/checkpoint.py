@@ -1,9 +1,10 @@
-"""Saving and loading reward models.
+"""Saving and loading reward models (PROGRESSOR and the baselines of :mod:`video2reward.methods`).
 
 Three on-disk formats are read, always with ``torch.load(weights_only=True)`` (no pickled code):
 
-* ours: ``{"format": "progressor", "config": {...}, "state_dict": {...}, ...}`` — the model config
-  travels with the weights; training checkpoints add ``optimizer``, ``step``, ``rng``, ...
+* ours: ``{"format": "progressor", "method": ..., "config": {...}, "state_dict": {...}, ...}`` — the
+  method and its config travel with the weights (a file without ``method`` is a PROGRESSOR model);
+  training checkpoints add ``optimizer``, ``step``, ``rng``, ...
 * the released Meta-World file ``all_tasks.pth``: ``{"state_dict", "optim_state_dict"}``
 * the released EPIC-KITCHENS file: ``{"model_state_dict", "optimizer_state_dict", "epoch"}``
 
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
+from .hub_files import resolve
 from .io import atomic_torch_save
-from .model import BACKBONES, CONVNETS, HEAD_INPUTS, ConvNet, ModelConfig, ProgressModel
+from .methods import PROGRESSOR, build_model, make_config, method_of
+from .model import BACKBONES, CONVNETS, HEAD_INPUTS, ConvNet, ModelConfig
 from .precision import resolve_precision
 
 FORMAT = "progressor"
@@ -32,10 +36,11 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
-def save_reward_model(model: ProgressModel, path: str | os.PathLike, **extra: Any) -> Path:
-    """Write ``model`` (config + weights) atomically; ``extra`` entries (optimizer state, step, ...)
-    are stored beside them and must be plain tensors / containers for ``weights_only`` loading."""
-    payload = {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(model.config),
+def save_reward_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
+    """Write any method's ``model`` (method, config + weights) atomically; ``extra`` entries (optimizer
+    state, step, ...) are stored beside them and must be plain tensors / containers for ``weights_only``
+    loading."""
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "method": method_of(model), "config": asdict(model.config),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
     atomic_torch_save(payload, path)
     return Path(path)
@@ -141,10 +146,21 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     return ModelConfig(backbone=backbone, proj_hidden=int(hidden.shape[0]), head=heads[hidden.shape[1]])
 
 
-def split_checkpoint(obj: Mapping[str, Any], name: str = "checkpoint") -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """(config, model state dict) from any of the three formats."""
+def saved_method(obj: Mapping[str, Any]) -> str:
+    """The method a checkpoint dict holds (files written before there were several: PROGRESSOR)."""
+    config = obj.get("config") if obj.get("format") == FORMAT else None
+    return str(obj.get("method") or (config or {}).get("method") or PROGRESSOR)
+
+
+def split_checkpoint(obj: Mapping[str, Any], name: str = "checkpoint") -> tuple[Any, dict[str, torch.Tensor]]:
+    """(config, model state dict) from any of the three formats; the config is the method's dataclass
+    (:class:`~video2reward.model.ModelConfig` for PROGRESSOR)."""
     if obj.get("format") == FORMAT:
-        return ModelConfig(**obj["config"]), _strip_prefix(obj["state_dict"])
+        try:
+            config = make_config(saved_method(obj), obj["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{name}: unusable model config ({exc})") from None
+        return config, _strip_prefix(obj["state_dict"])
     for key in ("state_dict", "model_state_dict"):
         if key in obj and isinstance(obj[key], Mapping):
             sd = _strip_prefix(obj[key])
@@ -153,7 +169,7 @@ def split_checkpoint(obj: Mapping[str, Any], name: str = "checkpoint") -> tuple[
                           f"or 'model_state_dict'")
 
 
-def load_state_dict_strict(model: ProgressModel, state_dict: Mapping[str, torch.Tensor], name: str = "checkpoint") -> None:
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], name: str = "checkpoint") -> None:
     """``load_state_dict(strict=True)`` with a one-line error listing the offending keys."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -170,20 +186,20 @@ def load_state_dict_strict(model: ProgressModel, state_dict: Mapping[str, torch.
 
 
 def load_reward_model(source: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
-                      **model_kwargs: Any) -> ProgressModel:
-    """A ready :class:`ProgressModel` (eval mode) from a file path or ``hf://owner/repo[@revision]/file``.
+                      **model_kwargs: Any) -> nn.Module:
+    """A ready reward model (eval mode) from a file path or ``hf://owner/repo[@revision]/file``: a
+    :class:`ProgressModel`, or the baseline model the file's ``method`` names.
 
     Reads our format and both released formats. Inference runs in ``precision`` (default ``fp32``:
     exact, the released code's numbers; ``auto`` / ``bf16``: see :mod:`video2reward.precision`).
     ``model_kwargs`` (``amp``, ``channels_last``, ``alpha``, ``image_size``) override the stored
-    configuration and the precision's choices.
+    configuration (where the model has that field) and the precision's choices.
     """
     chosen = resolve_precision(precision, device)
     model_kwargs.setdefault("amp", chosen.amp)
     model_kwargs.setdefault("channels_last", chosen.channels_last)
     source = str(source)
     if source.startswith("hf://"):
-        from .hub import resolve
         path = resolve(source)
     else:
         path = Path(source).expanduser()
@@ -192,11 +208,13 @@ def load_reward_model(source: str | os.PathLike, device: str | torch.device = "c
     cfg = asdict(config)
     for key in ("alpha", "image_size"):
         if key in model_kwargs:
-            cfg[key] = model_kwargs.pop(key)
-    model = ProgressModel(**cfg, **model_kwargs)
+            value = model_kwargs.pop(key)
+            if key in cfg:
+                cfg[key] = value
+    model = build_model(saved_method(obj), cfg, **model_kwargs)
     load_state_dict_strict(model, state_dict, str(path))
     return model.to(device).eval()
 
 
 __all__ = ["BACKBONES", "CheckpointError", "infer_config", "load_reward_model", "load_state_dict_strict",
-           "read_checkpoint", "read_provenance", "save_reward_model", "split_checkpoint"]
+           "read_checkpoint", "read_provenance", "save_reward_model", "saved_method", "split_checkpoint"]

@@ -1,13 +1,16 @@
-"""Evaluation of a progress model on held-out trajectories (PROGRESSOR §2.3).
+"""Evaluation of a reward model on held-out trajectories (PROGRESSOR §2.3).
 
 For every trajectory the model scores each frame with the trajectory's own first frame as the
-initial frame and its last frame as the goal (fixed endpoints). Reported per task and overall:
+initial frame and its last frame as the goal (fixed endpoints); every frame is encoded once. A
+progress model (PROGRESSOR: ``predict_from_features``) is scored by its ``mu``; any other model of
+:mod:`video2reward.methods` by its per-frame value ``reward_from_features`` (for VIP, whose reward is
+a difference of values, the value itself). Reported per task and overall:
 
-* VOC, value-order correlation: Spearman correlation of predicted ``mu`` with the frame index,
-  per trajectory, then averaged (1.0 = progress rises monotonically);
-* MAE: mean ``|mu - t/(L-1)|`` (label = normalised time);
-* curves: mean +- std of ``mu`` and of the reward ``mu - alpha H`` over normalised time, plotted by
-  :func:`plot_progress`.
+* VOC, value-order correlation: Spearman correlation of ``mu`` (or the value) with the frame index,
+  per trajectory, then averaged (1.0 = it rises monotonically);
+* MAE (progress models only): mean ``|mu - t/(L-1)|`` (label = normalised time);
+* curves: mean +- std over normalised time of ``mu`` and of the reward ``mu - alpha H`` (or of the
+  value), plotted by :func:`plot_progress`.
 
 ``python -m video2reward.evaluate --checkpoint C --data_path D [--split test] --output_dir O``
 writes ``O/metrics.json`` and ``O/progress.png``.
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import load_reward_model
 from .data import VideoDataset, load_dataset
 from .io import atomic_path, atomic_write_json
 from .metrics import rankdata, spearman  # re-exported: their home is metrics.py
@@ -40,24 +44,35 @@ def predict_trajectory(model: ProgressModel, frames: torch.Tensor, batch_size: i
     return dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
 
 
+def score_trajectory(model: Any, frames: torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Per-frame scores ``(L,)`` of a trajectory with init = frame 0 and goal = the last frame: ``mu``
+    and ``reward`` (``mu - alpha H``) for a progress model, ``value`` for the others. The first entry
+    is the one VOC is computed on."""
+    if not hasattr(model, "predict_from_features"):
+        f = model.encode(frames, batch_size)
+        return {"value": model.reward_from_features(f[:1], f, f[-1:]).float().cpu().numpy()}
+    mu, sigma = predict_trajectory(model, frames, batch_size)
+    return {"mu": mu, "reward": mu - model.alpha * (0.5 * np.log(2 * np.pi * np.e) + np.log(sigma))}
+
+
 def _curve(values: list[np.ndarray]) -> tuple[list[float], list[float]]:
     grid = np.linspace(0, 1, CURVE_POINTS)
     stacked = np.stack([np.interp(grid, np.linspace(0, 1, len(v)), v) for v in values])
     return stacked.mean(0).tolist(), stacked.std(0).tolist()
 
 
-def evaluate(model: ProgressModel, dataset: VideoDataset, batch_size: int = 256,
+def evaluate(model: Any, dataset: VideoDataset, batch_size: int = 256,
              max_trajectories_per_task: int | None = None, progress: bool = False) -> dict[str, Any]:
     """VOC, MAE and progress curves of ``model`` on ``dataset`` (see module doc).
 
-    Returns ``{"overall": {...}, "tasks": {task: {...}}, "trajectories": [...], "curves": {task: {...}}}``;
-    the summaries hold ``voc`` (mean over trajectories), ``voc_std``, ``voc_min``, ``mae`` and
-    ``num_trajectories``. The model's training mode is restored afterwards.
+    Returns ``{"overall": {...}, "tasks": {task: {...}}, "trajectories": [...], "curves": {task: {...}}}``
+    (+ ``"alpha"`` for a progress model); the summaries hold ``voc`` (mean over trajectories),
+    ``voc_std``, ``voc_min``, ``mae`` (progress models) and ``num_trajectories``; a task's curves hold
+    ``time`` and ``<score>_mean`` / ``<score>_std`` for each score of :func:`score_trajectory`. The
+    model's training mode is restored afterwards.
     """
-    alpha = model.alpha
     per_task: dict[str, list[dict[str, Any]]] = {}
-    curves_mu: dict[str, list[np.ndarray]] = {}
-    curves_reward: dict[str, list[np.ndarray]] = {}
+    curves_of: dict[str, dict[str, list[np.ndarray]]] = {}
     order = [i for i in range(len(dataset))]
     if max_trajectories_per_task is not None:
         seen: dict[str, int] = {}
@@ -70,32 +85,39 @@ def evaluate(model: ProgressModel, dataset: VideoDataset, batch_size: int = 256,
         order = kept
     for i in tqdm(order, desc="evaluating", unit="traj", disable=not progress, dynamic_ncols=True):
         task = dataset.task_names[dataset.task_ids[i]]
-        mu, sigma = predict_trajectory(model, dataset.trajectory(i), batch_size)
-        time = np.arange(len(mu)) / (len(mu) - 1)
-        per_task.setdefault(task, []).append({"name": dataset.names[i], "task": task, "voc": spearman(mu, time),
-                                              "mae": float(np.abs(mu - time).mean()), "length": len(mu)})
-        curves_mu.setdefault(task, []).append(mu)
-        curves_reward.setdefault(task, []).append(mu - alpha * (0.5 * np.log(2 * np.pi * np.e) + np.log(sigma)))
+        scores = score_trajectory(model, dataset.trajectory(i), batch_size)
+        ranked = next(iter(scores.values()))
+        time = np.arange(len(ranked)) / (len(ranked) - 1)
+        row = {"name": dataset.names[i], "task": task, "voc": spearman(ranked, time)}
+        if "mu" in scores:
+            row["mae"] = float(np.abs(scores["mu"] - time).mean())
+        per_task.setdefault(task, []).append({**row, "length": len(ranked)})
+        for key, values in scores.items():
+            curves_of.setdefault(task, {}).setdefault(key, []).append(values)
 
     def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         voc = np.array([r["voc"] for r in rows])
-        return {"voc": float(voc.mean()), "voc_std": float(voc.std()), "voc_min": float(voc.min()),
-                "mae": float(np.mean([r["mae"] for r in rows])), "num_trajectories": len(rows)}
+        out = {"voc": float(voc.mean()), "voc_std": float(voc.std()), "voc_min": float(voc.min())}
+        if "mae" in rows[0]:
+            out["mae"] = float(np.mean([r["mae"] for r in rows]))
+        return {**out, "num_trajectories": len(rows)}
 
     curves = {}
-    for task in per_task:
-        mu_mean, mu_std = _curve(curves_mu[task])
-        r_mean, r_std = _curve(curves_reward[task])
-        curves[task] = {"time": np.linspace(0, 1, CURVE_POINTS).tolist(), "mu_mean": mu_mean, "mu_std": mu_std,
-                        "reward_mean": r_mean, "reward_std": r_std}
+    for task, by_score in curves_of.items():
+        curves[task] = {"time": np.linspace(0, 1, CURVE_POINTS).tolist()}
+        for key, values in by_score.items():
+            curves[task][f"{key}_mean"], curves[task][f"{key}_std"] = _curve(values)
     rows = [r for task in per_task for r in per_task[task]]
-    return {"overall": summary(rows), "tasks": {t: summary(r) for t, r in sorted(per_task.items())},
-            "trajectories": rows, "curves": curves, "alpha": alpha}
+    results = {"overall": summary(rows), "tasks": {t: summary(r) for t, r in sorted(per_task.items())},
+               "trajectories": rows, "curves": curves}
+    if hasattr(model, "predict_from_features"):
+        results["alpha"] = model.alpha
+    return results
 
 
 def plot_progress(results: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
-    """One panel per task: mean +- std of predicted ``mu`` and of the reward against normalised time,
-    with the ideal diagonal; written atomically as PNG."""
+    """One panel per task: mean +- std of predicted ``mu`` and of the reward (or of the value)
+    against normalised time, with the ideal diagonal for ``mu``; written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,11 +130,13 @@ def plot_progress(results: dict[str, Any], path: str | os.PathLike, title: str |
     for ax, task in zip(axes.flat, tasks):
         c = results["curves"][task]
         t = np.asarray(c["time"])
-        for key, label, color in (("mu", "mu (progress)", "C0"), ("reward", f"reward (alpha={results['alpha']:g})", "C1")):
+        labels = {"mu": "mu (progress)", "reward": f"reward (alpha={results.get('alpha', 0):g})", "value": "value"}
+        for color, key in zip(("C0", "C1"), [k for k in labels if f"{k}_mean" in c]):
             mean, std = np.asarray(c[f"{key}_mean"]), np.asarray(c[f"{key}_std"])
-            ax.plot(t, mean, color=color, label=label)
+            ax.plot(t, mean, color=color, label=labels[key])
             ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.25)
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="ideal")
+        if "mu_mean" in c:
+            ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="ideal")
         s = results["tasks"][task]
         ax.set_title(f"{task}  VOC {s['voc']:.3f}  (n={s['num_trajectories']})", fontsize=9)
         ax.set_xlabel("normalised time")
@@ -121,7 +145,8 @@ def plot_progress(results: dict[str, Any], path: str | os.PathLike, title: str |
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
     overall = results["overall"]
-    fig.suptitle(title or f"mean VOC {overall['voc']:.3f}, MAE {overall['mae']:.3f}", fontsize=10)
+    mae = f", MAE {overall['mae']:.3f}" if "mae" in overall else ""
+    fig.suptitle(title or f"mean VOC {overall['voc']:.3f}{mae}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -139,17 +164,17 @@ def write_evaluation(results: dict[str, Any], output_dir: str | os.PathLike, **e
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A plain-text per-task VOC / MAE table."""
-    lines = [f"{'task':<20} {'n':>4} {'VOC':>7} {'VOC min':>8} {'MAE':>7}"]
+    """A plain-text per-task VOC / MAE table (no MAE column for value models)."""
+    with_mae = "mae" in results["overall"]
+    lines = [f"{'task':<20} {'n':>4} {'VOC':>7} {'VOC min':>8}" + (f" {'MAE':>7}" if with_mae else "")]
     for task, s in list(results["tasks"].items()) + [("overall", results["overall"])]:
-        lines.append(f"{task:<20} {s['num_trajectories']:>4} {s['voc']:>7.4f} {s['voc_min']:>8.4f} {s['mae']:>7.4f}")
+        lines.append(f"{task:<20} {s['num_trajectories']:>4} {s['voc']:>7.4f} {s['voc_min']:>8.4f}"
+                     + (f" {s['mae']:>7.4f}" if with_mae else ""))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from .checkpoint import load_reward_model
-
-    p = argparse.ArgumentParser(description="Evaluate a PROGRESSOR reward model on held-out trajectories.")
+    p = argparse.ArgumentParser(description="Evaluate a reward model (PROGRESSOR or a baseline) on held-out trajectories.")
     p.add_argument("--checkpoint", required=True, help="reward model file (any supported format) or hf:// URI")
     p.add_argument("--data_path", required=True, help="dataset root (see video2reward.data for layouts)")
     p.add_argument("--split", default="test", choices=("train", "test"))

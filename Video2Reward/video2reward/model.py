@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +173,9 @@ class ProgressModel(nn.Module):
     checkpoints, which load with ``strict=True``. ``fc_log_var`` is not a log-variance: it gives the
     pre-softplus ``s``.
     """
+
+    method: ClassVar[str] = "progressor"  # registry name (video2reward.methods)
+    reward_kind: ClassVar[str] = "value"  # a step's reward is the value of its new frame
 
     def __init__(self, backbone: str = "resnet18_84", image_size: int | None = None, alpha: float = 0.4,
                  proj_hidden: int | None = None, head: str = "concat", amp: bool = False,

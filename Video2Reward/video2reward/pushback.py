@@ -24,10 +24,11 @@ from typing import Any, Mapping
 import torch
 from torch.distributions import Normal
 
-from .augment import AugmentConfig, augment
+from .augment import augment
 from .data import VideoDataset
 from .losses import progress_kl_loss
-from .model import ProgressModel, autocast
+from .methods.base import OnlineUpdater
+from .model import autocast
 from .triplets import progress_labels, randint_below, sample_endpoints
 
 
@@ -64,23 +65,15 @@ def pushback_target(mu: torch.Tensor, sigma: torch.Tensor, beta: float, sigma_sc
     return Normal(beta * mu.detach(), sigma_scale * sigma.detach())
 
 
-class PushBackRefiner:
-    """Owns the reward model's refinement optimiser; :meth:`update` is one refinement step."""
+class PushBackRefiner(OnlineUpdater):
+    """Owns the reward model's refinement optimiser (:class:`~video2reward.methods.base.OnlineUpdater`:
+    AdamW over all weights, one generator, the crop); :meth:`update` is one refinement step."""
 
-    def __init__(self, model: ProgressModel, expert: VideoDataset, config: RefineConfig = RefineConfig(),
-                 amp: bool = False, seed: int = 0) -> None:
-        if len(expert) == 0:
-            raise ValueError("push-back refinement needs at least one expert trajectory")
-        if expert.image_size != model.image_size:
-            raise ValueError(f"expert frames are {expert.image_size}px but the reward model takes {model.image_size}px")
-        self.model = model
-        self.expert = expert
-        self.config = config
-        self.amp = amp
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-        self.lengths = torch.as_tensor(expert.lengths, dtype=torch.int64)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.augment_config = AugmentConfig(photometric=False, crop_scale=tuple(config.crop_scale))
+    what = "push-back refinement"
+
+    def __init__(self, model: Any, expert: VideoDataset, config: RefineConfig = RefineConfig(), amp: bool = False,
+                 seed: int = 0) -> None:
+        super().__init__(model, expert, config, amp, seed)
 
     def expert_triplets(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(frames (n, 3, 3, S, S), label mean (n,), label std (n,))``: fixed endpoints (first and
@@ -146,11 +139,3 @@ class PushBackRefiner:
             "refine_mu_expert": mu[:n_exp].mean().item(),
             "refine_mu_replay": mu_a.mean().item(),
         }
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-

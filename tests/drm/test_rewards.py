@@ -122,3 +122,16 @@ def test_rewarder_caches_round_trip_through_state_dict(model, monkeypatch):
     restored.load_state_dict(torch.load(blob, weights_only=True))
     monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("a restored cache must not encode again"))
     assert torch.equal(relabel(batch, restored).reward, out.reward)
+
+
+def test_baselines_get_their_own_default_checkpoint():
+    from pathlib import Path
+
+    from drm.reward_setup import checkpoint_source
+
+    from .test_config import compose_cfg
+    default = str(compose_cfg().reward.checkpoint)
+    tcn = compose_cfg("reward_model=tcn")
+    assert checkpoint_source(tcn) == str(Path(default).with_name(Path(default).stem + "_tcn.pth"))
+    assert checkpoint_source(tcn, checkpoint_given=True) == default  # a file named on the command line is used
+    assert checkpoint_source(compose_cfg()) == default

@@ -118,3 +118,21 @@ def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
     for key in ("success_rate", "episode_reward", "episode_env_reward"):
         assert [r[key] for r in a] == [r[key] for r in b], key
     assert any(r.get("refine_expert_loss") for r in rows(straight / "train.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reward_model", ["tcn", "vip", "hold_r", "hold_c", "rank2reward", "gail"])
+def test_toy_smoke_with_every_baseline_reward(tmp_path, reward_model):
+    """Every baseline through the same loop: pretrained on the toy demos where it learns offline,
+    its discriminator updated online where it has one (rank2reward, gail)."""
+    short_seed = {"num_seed_frames": "num_seed_frames=60", "agent.num_expl_steps": "agent.num_expl_steps=30"}
+    overrides = [short_seed.get(o.split("=")[0], o) for o in toy_overrides(tmp_path, 120)]
+    run_dir, out = train(tmp_path, reward_model, *overrides, f"reward_model={reward_model}", "save_video=false")
+    assert [int(float(r["frame"])) for r in rows(run_dir / "eval.csv")] == [0, 120]
+    online = any(r.get("disc_loss") for r in rows(run_dir / "train.csv"))
+    assert online is (reward_model in ("rank2reward", "gail"))
+    snap = torch.load(run_dir / "snapshot.pt", weights_only=True)
+    assert snap["reward_model"]["config"]["method"] == reward_model
+    if reward_model != "gail":  # pretrained into reward.checkpoint, and loads as its own method
+        assert "not found: pretraining" in out
+        assert load_reward_model(tmp_path / "reward" / "toy.pth").method == reward_model

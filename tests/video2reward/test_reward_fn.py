@@ -159,3 +159,17 @@ def test_wrapper_takes_any_frame_reward(model_cls):
     assert np.isfinite(reward)
     with pytest.raises(ValueError, match="scores frames"):
         RewardWrapper(DotEnvWithGoal(), EnvReward())
+
+
+@pytest.mark.parametrize("method", ["tcn", "vip"])
+def test_wrapper_with_baseline_methods_passes_check_env(method):
+    from video2reward.methods import build_model
+    torch.manual_seed(0)
+    model = build_model(method, {"backbone": "convnet", "image_size": 32}).eval()
+    env = RewardWrapper(DotEnvWithGoal(), FrameReward(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env)
+    env.reset(seed=1)
+    rewards = [env.step(np.ones(2, np.float32))[1] for _ in range(3)]
+    assert all(np.isfinite(rewards)) and env.reward.name == method

@@ -1,0 +1,81 @@
+"""The video-reward methods: PROGRESSOR and the field's action-free baselines, behind one contract.
+
+Every model class has ``method`` and ``reward_kind`` (``"value"``: a step's reward is the value of
+its new frame; ``"difference"``: value(o_{t+1}) - value(o_t)), ``image_size``, ``device``,
+``config`` (a dataclass whose dict form rebuilds it with ``from_config``), ``encode(frames)`` and
+``reward_from_features(f_init, f_cur, f_goal)``; see :mod:`.base` and docs/baselines.md.
+
+=============== ======================================================== ===================
+method          reward of a frame ``o`` (init ``o_0``, goal ``g``)        trained
+=============== ======================================================== ===================
+``progressor``  ``mu - alpha H``                                          offline + push-back
+``tcn``         ``-|phi(o) - phi(g)|``                                    offline
+``vip``         ``S(o, g) = -|phi(o) - phi(g)|``, reward its difference    offline
+``hold_r``      ``-max(0, d(o, g) - d(g, g)) / T``, ``d`` regressed steps  offline
+``hold_c``      same, ``d = |phi(o) - phi(g)|``                            offline
+``rank2reward`` ``log sigmoid(u(o) - u(o_0)) + alpha logit D(o)``          offline + ``D`` online
+``gail``        ``-log(1 - D(o))``                                        online only
+=============== ======================================================== ===================
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Mapping
+
+from ..model import ModelConfig, ProgressModel
+from .adversarial import Discriminator, DiscriminatorConfig, DiscriminatorUpdater, discriminator_loss
+from .base import DIFFERENCE, REWARD_KINDS, VALUE, FrameTuples, MethodConfig, OnlineUpdater, RewardModel, TupleSampler
+from .gail import GAILConfig, GAILModel
+from .hold import HoldCConfig, HoldCModel, HoldRConfig, HoldRModel
+from .rank2reward import Rank2RewardConfig, Rank2RewardModel
+from .tcn import TCNConfig, TCNModel
+from .vip import VIPConfig, VIPModel
+
+PROGRESSOR = "progressor"
+METHODS: dict[str, type] = {PROGRESSOR: ProgressModel, "tcn": TCNModel, "vip": VIPModel, "hold_r": HoldRModel,
+                            "hold_c": HoldCModel, "rank2reward": Rank2RewardModel, "gail": GAILModel}
+PRETRAINABLE = tuple(m for m in METHODS if m != "gail")  # what `main.py --method` trains on expert videos
+# online updaters built like PushBackRefiner(model, expert, config, amp, seed); PROGRESSOR's push-back
+# is video2reward.pushback.PushBackRefiner
+UPDATERS: dict[str, type] = {"gail": DiscriminatorUpdater, "rank2reward": DiscriminatorUpdater}
+
+
+def method_class(method: str) -> type:
+    """The model class of ``method``; a one-line error names the known ones."""
+    try:
+        return METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown reward method {method!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def config_class(method: str) -> type:
+    """The config dataclass of ``method`` (:class:`~video2reward.model.ModelConfig` for PROGRESSOR)."""
+    cls = method_class(method)
+    return ModelConfig if cls is ProgressModel else cls.config_class
+
+
+def make_config(method: str, fields: Mapping[str, Any]) -> Any:
+    """``method``'s config from its dict form (a ``"method"`` entry, if any, must agree)."""
+    fields = dict(fields)
+    named = fields.pop("method", method)
+    if named != method:
+        raise ValueError(f"config is for method {named!r}, not {method!r}")
+    return ModelConfig(**fields) if method == PROGRESSOR else config_class(method)(method=method, **fields)
+
+
+def build_model(method: str, config: Mapping[str, Any] | Any, **kwargs: Any):
+    """A fresh model of ``method`` from its config (dataclass or dict); ``kwargs``: ``amp``, ``channels_last``."""
+    fields = config if isinstance(config, Mapping) else asdict(config)
+    return method_class(method).from_config(make_config(method, fields), **kwargs)
+
+
+def method_of(model: Any) -> str:
+    """The registry name of a model instance."""
+    return getattr(model, "method", PROGRESSOR)
+
+
+__all__ = ["DIFFERENCE", "Discriminator", "DiscriminatorConfig", "DiscriminatorUpdater", "FrameTuples", "GAILConfig",
+           "GAILModel", "HoldCConfig", "HoldCModel", "HoldRConfig", "HoldRModel", "METHODS", "MethodConfig", "OnlineUpdater",
+           "PRETRAINABLE", "PROGRESSOR", "REWARD_KINDS", "Rank2RewardConfig", "Rank2RewardModel", "RewardModel",
+           "TCNConfig", "TCNModel", "TupleSampler", "UPDATERS", "VALUE", "VIPConfig", "VIPModel", "build_model",
+           "config_class", "discriminator_loss", "make_config", "method_class", "method_of"]
