@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from video2reward import ProgressModel, load_reward_model
-from video2reward.reward_fn import ProgressReward
+from video2reward.reward_fn import ProgressReward, frame_reward
 from video2reward.checkpoint import load_state_dict_strict, read_checkpoint, read_provenance
 from video2reward.data import load_dataset
 from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
@@ -43,7 +43,7 @@ class Entry:
 
     name: str
     source: str
-    model: ProgressModel
+    model: Any  # a reward model of any method (video2reward.methods)
     trained_on: dict[str, Any] = field(default_factory=dict)  # recorded frame settings (may be empty)
     trained_from: str = "unknown"  # where ``trained_on`` was read
 
@@ -152,7 +152,9 @@ def resolve_settings(entries: Sequence[Entry], requested: dict[str, Any], eval_d
 # ---- scoring ---------------------------------------------------------------------------------
 @dataclass
 class Scored:
-    """One rollout under one model: progress ``mu``, ``sigma`` and reward per frame ``(L,)``."""
+    """One rollout under one model, per frame ``(L,)``: ``mu`` is PROGRESSOR's progress, or a
+    baseline's per-frame value (its own scale); ``sigma`` PROGRESSOR's std (zeros for baselines);
+    ``reward`` the per-step reward (``mu - alpha H``; a baseline's value, or its change for VIP)."""
 
     group: str
     task: str
@@ -169,6 +171,7 @@ class Scores:
     rollouts: list[Scored]
     confusion_tasks: list[str]
     confusion: np.ndarray  # (T, T): mean final mu of task-i expert rollouts under task-j goal images
+    progress_scale: bool = True  # mu is progress in [0, 1] (PROGRESSOR); False: a baseline's own scale
 
 
 def score(entries: Sequence[Entry], root: Path, tasks: Sequence[str], unseen: Sequence[str], num: int,
@@ -201,23 +204,33 @@ def score(entries: Sequence[Entry], root: Path, tasks: Sequence[str], unseen: Se
     out = {}
     for e in entries:
         f = feats[e.name]
-        reward_fn = ProgressReward(e.model)
+        reward_fn = frame_reward(e.model)
+        progress_scale = isinstance(reward_fn, ProgressReward)
         rollouts = []
         for (group, task), recs in records.items():
             for r in recs:
                 fr, goal = f[(group, task, r.index)], f[("expert", task, r.index)][-1:]
                 scores = reward_fn.score_features(fr[:1], fr, goal)
-                rollouts.append(Scored(group, task, r.index, r.success, r.step_reward, scores.progress,
-                                       scores.sigma, scores.reward))
+                rollouts.append(_scored(group, task, r, scores, reward_fn.kind))
         experts = {t: [f[("expert", t, k)] for k in range(num)] for t in conf_tasks}
-        out[e.name] = Scores(rollouts, conf_tasks, confusion_matrix(e.model.predict_from_features, experts))
+        out[e.name] = Scores(rollouts, conf_tasks, confusion_matrix(reward_fn, experts), progress_scale)
     return out
 
 
-def confusion_matrix(predict: Any, experts: dict[str, list[torch.Tensor]]) -> np.ndarray:
-    """``(T, T)``: entry ``[i, j]`` is the mean final mu of task i's expert rollouts (features ``(L, D)``
-    each) scored with init = their reset frame and goal = the goal image of task j's rollout with the
-    same index (its expert's final frame). ``predict(f_init, f_cur, f_goal)`` returns a Normal."""
+def _scored(group: str, task: str, record: Any, scores: Any, kind: str) -> Scored:
+    """A rollout's :class:`Scored` from a reward's :class:`~video2reward.reward_fn.TrajectoryScores`."""
+    if scores.progress is not None:  # PROGRESSOR
+        return Scored(group, task, record.index, record.success, record.step_reward, scores.progress,
+                      scores.sigma, scores.reward)
+    value = scores.reward
+    reward = np.concatenate([[0.0], np.diff(value)]) if kind == "difference" else value
+    return Scored(group, task, record.index, record.success, record.step_reward, value, np.zeros_like(value), reward)
+
+
+def confusion_matrix(reward_fn: Any, experts: dict[str, list[torch.Tensor]]) -> np.ndarray:
+    """``(T, T)``: entry ``[i, j]`` is the mean final mu (a baseline's value) of task i's expert
+    rollouts (features ``(L, D)`` each) scored with init = their reset frame and goal = the goal image
+    of task j's rollout with the same index (its expert's final frame)."""
     tasks = list(experts)
     conf = np.zeros((len(tasks), len(tasks)))
     for i, ti in enumerate(tasks):
@@ -225,7 +238,8 @@ def confusion_matrix(predict: Any, experts: dict[str, list[torch.Tensor]]) -> np
         final = torch.cat([f[-1:] for f in experts[ti]])
         for j, tj in enumerate(tasks):
             goal = torch.cat([f[-1:] for f in experts[tj]])
-            conf[i, j] = float(predict(init, final, goal).loc.mean())
+            scores = reward_fn.score_features(init, final, goal)
+            conf[i, j] = float((scores.reward if scores.progress is None else scores.progress).mean())
     return conf
 
 
@@ -234,8 +248,10 @@ def _clean(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
-def _task_metrics(rs: list[Scored]) -> dict[str, Any]:
-    """The metrics of one task's rollouts (or of all tasks' rollouts pooled)."""
+def _task_metrics(rs: list[Scored], progress_scale: bool = True) -> dict[str, Any]:
+    """The metrics of one task's rollouts (or of all tasks' rollouts pooled). Without
+    ``progress_scale`` (a baseline's values) the metrics that read mu as progress in [0, 1]
+    (``success_accuracy``, ``succ_fail_diff``, ``ood_mu``) are left out (NaN)."""
     experts = [r for r in rs if r.group == "expert" and r.success]
     final = np.array([r.mu[-1] for r in rs])
     success = np.array([r.success for r in rs], dtype=bool)
@@ -255,6 +271,7 @@ def _task_metrics(rs: list[Scored]) -> dict[str, Any]:
         "succ_fail_diff": M.mean_difference(final, success),
         "ood_mu": float(np.concatenate([r.mu for r in random]).mean()) if random else float("nan"),
         "dense_alignment": M.nanmean(dense),
+        **({} if progress_scale else dict.fromkeys(("success_accuracy", "succ_fail_diff", "ood_mu"), float("nan"))),
         "num_rollouts": {g: sum(r.group == g for r in rs) for g in GROUPS},
         "num_success": {g: sum(r.group == g and r.success for r in rs) for g in GROUPS},
     }
@@ -263,8 +280,8 @@ def _task_metrics(rs: list[Scored]) -> dict[str, Any]:
 def compute_metrics(scores: Scores, tasks: Sequence[str], unseen: Sequence[str]) -> dict[str, Any]:
     """Per-task, unseen-task and pooled values of every metric (docs/evaluation.md), JSON-ready."""
     seen = [r for r in scores.rollouts if r.task in tasks]
-    per_task = {t: _task_metrics([r for r in seen if r.task == t]) for t in tasks}
-    pooled = _task_metrics(seen)
+    per_task = {t: _task_metrics([r for r in seen if r.task == t], scores.progress_scale) for t in tasks}
+    pooled = _task_metrics(seen, scores.progress_scale)
     for key in ("ranking_tau", "ranking_tau_reward", "ranking_tau_max"):  # a within-task ranking: mean of tasks
         pooled[key] = M.nanmean([per_task[t][key] for t in tasks])
     task_vocs = [per_task[t]["voc"] for t in tasks if math.isfinite(per_task[t]["voc"])]

@@ -396,5 +396,15 @@ class ProgressReward(FrameReward):
         self.train_mode = bool(state.get("train_mode", False))
 
 
+def frame_reward(model: Any, **kwargs: Any) -> FrameReward:
+    """The :class:`FrameReward` of a reward model: :class:`ProgressReward` for PROGRESSOR (``kwargs``:
+    ``alpha``, ``updater``, ``relabel``, ``train_mode``), a plain :class:`FrameReward` otherwise."""
+    if isinstance(model, ProgressModel):
+        return ProgressReward(model, **kwargs)
+    kwargs.pop("alpha", None)
+    kwargs.pop("train_mode", None)
+    return FrameReward(model, **kwargs)
+
+
 __all__ = ["EnvReward", "FrameReward", "ProgressReward", "RELABEL_MODES", "ReplayWindow", "RewardFunction",
-           "SparseReward", "StepReward", "TrajectoryScores"]
+           "SparseReward", "StepReward", "TrajectoryScores", "frame_reward"]

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.distributions import Normal
 
 from drm.demos import DemoSettings, generate_demos, read_metadata
 from drm.envs import make_env
@@ -18,6 +18,8 @@ from drm.eval_data import GROUPS, generate_eval_sets, goal_frame_file, load_reco
 from drm.eval_suite import confusion_matrix
 from video2reward import ProgressModel, save_reward_model
 from video2reward.io import atomic_torch_save
+from video2reward.methods import build_model
+from video2reward.reward_fn import TrajectoryScores
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = DemoSettings(seed=3, image_size=16, episode_length=8)
@@ -81,8 +83,9 @@ def test_generation_resumes_and_refuses_other_settings(tmp_path):
 def test_confusion_layout():
     # features: column 0 = the task's id, so mu = 10 * task of the trajectory + task of the goal
     experts = {t: [torch.full((3, 2), float(t)) for _ in range(2)] for t in range(3)}
-    conf = confusion_matrix(lambda init, cur, goal: Normal(10 * cur[:, 0] + goal[:, 0], torch.ones(len(cur))),
-                            experts)
+    scorer = types.SimpleNamespace(score_features=lambda init, cur, goal: TrajectoryScores(
+        None, (10 * cur[:, 0] + goal[:, 0]).numpy()))
+    conf = confusion_matrix(scorer, experts)
     assert conf.tolist() == [[10 * i + j for j in range(3)] for i in range(3)]  # rows: rollouts, cols: goals
 
 
@@ -101,16 +104,20 @@ def test_cli_writes_metrics_report_and_plots(tmp_path):
     torch.manual_seed(0)
     save_reward_model(ProgressModel("convnet", image_size=16), tmp_path / "a.pth")
     save_reward_model(ProgressModel("convnet", image_size=12, head="distance"), tmp_path / "start.pth")
+    save_reward_model(build_model("vip", {"backbone": "convnet", "image_size": 16}), tmp_path / "vip.pth")
     _fake_run(tmp_path / "run", tmp_path / "start.pth", 12)
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "evaluate_rewards.py"), "--checkpoints", str(tmp_path / "a.pth"),
-           str(tmp_path / "run"), "--eval_data", str(tmp_path / "eval"), "--out", str(out), "--tasks", "toy-reach",
+           str(tmp_path / "run"), str(tmp_path / "vip.pth"), "--eval_data", str(tmp_path / "eval"), "--out", str(out), "--tasks", "toy-reach",
            "--unseen_tasks", "--num_per_set", "2", "--episode_length", str(TOY.episode_length), "--workers", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert sorted(metrics["models"]) == ["a", "run:refined", "run:start"]
+    assert sorted(metrics["models"]) == ["a", "run:refined", "run:start", "vip"]
+    vip = metrics["models"]["vip"]["pooled"]  # a baseline: rank metrics on its values, no progress-scale ones
+    assert vip["success_auroc"] is not None and vip["voc"] is not None
+    assert vip["success_accuracy"] is None and vip["ood_mu"] is None
     assert metrics["eval_data"]["settings"]["image_size"] == 16  # the largest model's; the others resize
     pooled = metrics["models"]["a"]["pooled"]
     for key in ("voc", "voc_r", "unseen_voc", "success_auroc", "success_accuracy", "ranking_tau",
@@ -119,7 +126,7 @@ def test_cli_writes_metrics_report_and_plots(tmp_path):
     assert metrics["models"]["a"]["tasks"]["toy-reach"]["num_rollouts"] == {g: 2 for g in GROUPS}
     assert metrics["models"]["run:refined"]["confusion"]["tasks"] == ["toy-reach"]
     report = (out / "report.md").read_text()
-    assert "| metric | a | run:start | run:refined |" in report
+    assert "| metric | a | run:start | run:refined | vip |" in report
     for name in ("roc.png", "progress_a.png", "progress_run_refined.png", "confusion_run_start.png"):
         assert (out / name).stat().st_size > 0
 
