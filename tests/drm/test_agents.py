@@ -16,13 +16,7 @@ S, A, B = 32, 4, 16
 OBS_SHAPE = (9, S, S)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: a second intra-op thread only adds sync overhead, which explodes on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (tests/conftest.py)
 
 
 def make_agent(use_drm: bool = False, amp: bool = False, **kwargs) -> DrQV2Agent:

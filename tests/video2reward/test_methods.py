@@ -35,13 +35,7 @@ BASELINES = [m for m in METHODS if m != "progressor"]
 TRAINED = [m for m in PRETRAINABLE if m != "progressor"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: a second intra-op thread only adds waiting, badly so on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (tests/conftest.py)
 
 
 def tiny_model(method: str, **fields):
