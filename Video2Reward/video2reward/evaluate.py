@@ -30,29 +30,19 @@ from .checkpoint import load_reward_model
 from .data import VideoDataset, load_dataset
 from .io import atomic_path, atomic_write_json
 from .metrics import rankdata, spearman  # re-exported: their home is metrics.py
-from .model import ProgressModel
+from .reward_fn import frame_reward
 
 CURVE_POINTS = 101  # normalised-time grid of the progress curves
 
 
-def predict_trajectory(model: ProgressModel, frames: torch.Tensor, batch_size: int = 256
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``(mu, sigma)`` for every frame of a trajectory ``(L, 3, S, S)`` with init = frame 0 and goal =
-    the last frame; the frames are encoded once."""
-    f = model.encode(frames, batch_size)
-    dist = model.predict_from_features(f[:1], f, f[-1:])
-    return dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
-
-
 def score_trajectory(model: Any, frames: torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Per-frame scores ``(L,)`` of a trajectory with init = frame 0 and goal = the last frame: ``mu``
-    and ``reward`` (``mu - alpha H``) for a progress model, ``value`` for the others. The first entry
-    is the one VOC is computed on."""
-    if not hasattr(model, "predict_from_features"):
-        f = model.encode(frames, batch_size)
-        return {"value": model.reward_from_features(f[:1], f, f[-1:]).float().cpu().numpy()}
-    mu, sigma = predict_trajectory(model, frames, batch_size)
-    return {"mu": mu, "reward": mu - model.alpha * (0.5 * np.log(2 * np.pi * np.e) + np.log(sigma))}
+    """Per-frame scores ``(L,)`` of a trajectory with init = frame 0 and goal = the last frame, from
+    the reward interface (every frame encoded once): ``mu`` and ``reward`` (``mu - alpha H``) for a
+    progress model, ``value`` for the others. The first entry is the one VOC is computed on."""
+    scores = frame_reward(model).score_trajectory(frames, batch_size=batch_size)
+    if scores.progress is None:
+        return {"value": scores.reward}
+    return {"mu": scores.progress, "reward": scores.reward}
 
 
 def _curve(values: list[np.ndarray]) -> tuple[list[float], list[float]]:
