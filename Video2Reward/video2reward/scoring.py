@@ -1,4 +1,5 @@
-"""Score your own video with a reward model: progress ``N(mu, sigma^2)`` and reward per frame.
+"""Score your own video with a reward model: its value (PROGRESSOR: progress ``N(mu, sigma^2)``) and
+reward per frame. Any method :func:`video2reward.checkpoint.load_reward_model` reads works.
 
 ``python Video2Reward/score.py VIDEO_OR_FRAME_DIR --checkpoint C --out DIR [--goal IMG] [--init IMG] [--video]``
 
@@ -12,8 +13,9 @@
   encoded in batches as a stream (memory does not grow with the video's length); each frame is
   encoded once and the init/goal features are computed once and broadcast to every frame.
 
-Outputs in ``--out``: ``progress.csv`` (``frame, mu, sigma, reward``), ``progress.png`` (``mu`` with
-a ±``sigma`` band and the reward over frames, beside the init and goal frames) and, with
+Outputs in ``--out``: ``progress.csv`` (``frame, mu, sigma, reward`` for PROGRESSOR, ``frame, value,
+reward`` for the other methods), ``progress.png`` (the value, with a ±``sigma`` band for PROGRESSOR,
+and the reward over frames, beside the init and goal frames) and, with
 ``--video``, ``progress.mp4``: each frame as the model sees it (its centre crop) next to the curve
 with a cursor at that frame.
 """
@@ -27,7 +29,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -37,9 +39,8 @@ from tqdm.auto import tqdm
 from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, load_image, natural_key
 from .metrics import spearman
 from .errors import debug, error_line
-from .model import ProgressModel
 from .precision import add_precision_flag, resolve_precision
-from .reward_fn import ProgressReward
+from .reward_fn import ProgressReward, frame_reward
 
 DEFAULT_FPS = 10.0  # output video rate for image folders (videos keep their own rate)
 DISPLAY_SIZE = 256  # side of the frame panel in the output video
@@ -47,25 +48,43 @@ DISPLAY_SIZE = 256  # side of the frame panel in the output video
 
 @dataclass
 class ProgressCurve:
-    """Per-frame predictions for one video; arrays are float ``(T,)``, frames uint8 ``(3, S, S)``."""
+    """Per-frame scores of one video under one reward model; arrays are float ``(T,)``, frames uint8
+    ``(3, S, S)``.
 
-    mu: np.ndarray
-    sigma: np.ndarray
+    ``value``: what the model rates each frame against the init and goal frames (PROGRESSOR: the
+    mean progress ``mu``; TCN/VIP/HOLD: the negative distance to the goal; Rank2Reward: its utility).
+    ``reward``: the RL reward of reaching that frame (PROGRESSOR ``mu - alpha H``; a "difference"
+    model such as VIP: the value's change since the previous frame, 0 at the first). ``sigma``:
+    PROGRESSOR's uncertainty, ``None`` for the others.
+    """
+
+    value: np.ndarray
     reward: np.ndarray
-    alpha: float
     init_frame: torch.Tensor
     goal_frame: torch.Tensor
+    method: str = "progressor"
+    sigma: np.ndarray | None = None
+    alpha: float | None = None
 
     def __len__(self) -> int:
-        return len(self.mu)
+        return len(self.value)
+
+    @property
+    def mu(self) -> np.ndarray:
+        """PROGRESSOR's name for :attr:`value`."""
+        return self.value
+
+    @property
+    def value_name(self) -> str:
+        return "mu" if self.sigma is not None else "value"
 
     @property
     def voc(self) -> float:
-        """Value-order correlation: Spearman correlation of ``mu`` with the frame index (NaN for a
-        single frame, where no order exists)."""
-        if len(self.mu) < 2:
+        """Value-order correlation: Spearman correlation of the value with the frame index (NaN for
+        a single frame, where no order exists)."""
+        if len(self.value) < 2:
             return math.nan
-        return spearman(self.mu, np.arange(len(self.mu)))
+        return spearman(self.value, np.arange(len(self.value)))
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -123,15 +142,20 @@ def _batches(frames: Iterable, batch_size: int) -> Iterator[torch.Tensor]:
         yield torch.stack(batch)
 
 
-def score_frames(model: ProgressModel, frames: Iterable[np.ndarray | torch.Tensor] | torch.Tensor,
+def score_frames(model: Any, frames: Iterable[np.ndarray | torch.Tensor] | torch.Tensor,
                  init: torch.Tensor | None = None, goal: torch.Tensor | None = None, *, batch_size: int = 64,
                  alpha: float | None = None, progress: bool = False) -> ProgressCurve:
-    """Progress and reward of every frame against fixed init and goal frames.
+    """Value and reward of every frame against fixed init and goal frames, under any reward model
+    :func:`video2reward.checkpoint.load_reward_model` reads (scored through its
+    :func:`~video2reward.reward_fn.frame_reward`).
 
     ``frames``: uint8 ``(T, 3, S, S)`` or any iterable of ``(3, S, S)`` frames at ``S =
     model.image_size`` (consumed once, ``batch_size`` at a time). ``init`` / ``goal``: uint8 ``(3, S,
-    S)``, default the first / last frame. ``alpha`` defaults to the model's.
+    S)``, default the first / last frame. ``alpha`` (PROGRESSOR only) defaults to the model's.
     """
+    reward_fn = frame_reward(model, alpha=alpha)
+    if alpha is not None and not isinstance(reward_fn, ProgressReward):
+        raise DataError(f"--alpha weights PROGRESSOR's entropy term; a {reward_fn.name} model has none")
     f_chunks: list[torch.Tensor] = []
     first = last = None
     bar = tqdm(total=len(frames) if hasattr(frames, "__len__") else None, unit="frame", desc="scoring",
@@ -147,11 +171,16 @@ def score_frames(model: ProgressModel, frames: Iterable[np.ndarray | torch.Tenso
     feats = torch.cat(f_chunks)
     f_init = feats[:1] if init is None else model.encode(init.unsqueeze(0))
     f_goal = feats[-1:] if goal is None else model.encode(goal.unsqueeze(0))
-    reward = ProgressReward(model, alpha)
-    scores = reward.score_features(f_init, feats, f_goal)
-    return ProgressCurve(mu=scores.progress, sigma=scores.sigma, reward=scores.reward, alpha=reward.alpha,
-                         init_frame=(first if init is None else init).cpu(),
-                         goal_frame=(last if goal is None else goal).cpu())
+    scores = reward_fn.score_features(f_init, feats, f_goal)
+    init_frame = (first if init is None else init).cpu()
+    goal_frame = (last if goal is None else goal).cpu()
+    if isinstance(reward_fn, ProgressReward):
+        return ProgressCurve(value=scores.progress, reward=scores.reward, init_frame=init_frame,
+                             goal_frame=goal_frame, sigma=scores.sigma, alpha=reward_fn.alpha)
+    value = scores.reward  # per-frame values
+    reward = np.diff(value, prepend=value[:1]) if reward_fn.kind == "difference" else value
+    return ProgressCurve(value=value, reward=reward, init_frame=init_frame, goal_frame=goal_frame,
+                         method=reward_fn.name)
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -159,9 +188,14 @@ def write_csv(curve: ProgressCurve, path: str | os.PathLike) -> Path:
     path = Path(path)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["frame", "mu", "sigma", "reward"])
-        for t in range(len(curve)):
-            writer.writerow([t, f"{curve.mu[t]:.6f}", f"{curve.sigma[t]:.6f}", f"{curve.reward[t]:.6f}"])
+        if curve.sigma is not None:
+            writer.writerow(["frame", "mu", "sigma", "reward"])
+            for t in range(len(curve)):
+                writer.writerow([t, f"{curve.value[t]:.6f}", f"{curve.sigma[t]:.6f}", f"{curve.reward[t]:.6f}"])
+        else:
+            writer.writerow(["frame", "value", "reward"])
+            for t in range(len(curve)):
+                writer.writerow([t, f"{curve.value[t]:.6f}", f"{curve.reward[t]:.6f}"])
     return path
 
 
@@ -186,10 +220,15 @@ def _curve_figure(curve: ProgressCurve, width: float, height: float, thumbnails:
     else:
         ax = fig.add_subplot(1, 1, 1)
     t = np.arange(len(curve))
-    ax.fill_between(t, curve.mu - curve.sigma, curve.mu + curve.sigma, color="tab:blue", alpha=0.25,
-                    label="mu ± sigma")
-    ax.plot(t, curve.mu, color="tab:blue", label="progress mu")
-    ax.plot(t, curve.reward, color="tab:orange", label=f"reward (alpha={curve.alpha:g})")
+    if curve.sigma is not None:
+        ax.fill_between(t, curve.mu - curve.sigma, curve.mu + curve.sigma, color="tab:blue", alpha=0.25,
+                        label="mu ± sigma")
+        ax.plot(t, curve.mu, color="tab:blue", label="progress mu")
+        ax.plot(t, curve.reward, color="tab:orange", label=f"reward (alpha={curve.alpha:g})")
+    else:
+        ax.plot(t, curve.value, color="tab:blue", label=f"{curve.method} value")
+        if not np.array_equal(curve.reward, curve.value):
+            ax.plot(t, curve.reward, color="tab:orange", label="reward (value change)")
     ax.set_xlabel("frame")
     ax.set_xlim(0, max(len(curve) - 1, 1))
     ax.grid(alpha=0.3)
@@ -199,9 +238,10 @@ def _curve_figure(curve: ProgressCurve, width: float, height: float, thumbnails:
 
 
 def plot_curve(curve: ProgressCurve, path: str | os.PathLike, title: str | None = None) -> Path:
-    """``mu`` ± ``sigma`` and the reward over frames, with the init and goal frames as thumbnails."""
+    """The value (``mu`` ± ``sigma`` for PROGRESSOR) and the reward over frames, with the init and goal
+    frames as thumbnails."""
     fig, ax = _curve_figure(curve, 10, 4.5, thumbnails=True)
-    ax.set_title(title or f"VOC (Spearman mu vs frame) = {curve.voc:.3f}")
+    ax.set_title(title or f"VOC (Spearman {curve.value_name} vs frame) = {curve.voc:.3f}")
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
@@ -225,7 +265,7 @@ def write_video(frames: Iterable[np.ndarray], curve: ProgressCurve, path: str | 
     height = background.shape[0]
     box = ax.get_window_extent()
     top, bottom = int(height - box.y1), int(height - box.y0)
-    xs = ax.transData.transform(np.stack([np.arange(len(curve)), curve.mu], axis=1))
+    xs = ax.transData.transform(np.stack([np.arange(len(curve)), curve.value], axis=1))
     width = background.shape[1] // 16 * 16
     writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16)
     try:
@@ -235,7 +275,7 @@ def write_video(frames: Iterable[np.ndarray], curve: ProgressCurve, path: str | 
                 break
             panel = Image.fromarray(np.ascontiguousarray(np.asarray(frame).transpose(1, 2, 0)))
             draw = ImageDraw.Draw(panel)
-            label = f"{t}  mu {curve.mu[t]:.2f}  r {curve.reward[t]:.2f}"
+            label = f"{t}  {curve.value_name} {curve.value[t]:.2f}  r {curve.reward[t]:.2f}"
             draw.rectangle(draw.textbbox((4, 2), label), fill=(0, 0, 0))
             draw.text((4, 2), label, fill=(255, 255, 0))
             plot = background.copy()
@@ -250,7 +290,7 @@ def write_video(frames: Iterable[np.ndarray], curve: ProgressCurve, path: str | 
 
 
 # ---------------------------------------------------------------------------------------- the job
-def score_video(source: str | os.PathLike, model: ProgressModel, out_dir: str | os.PathLike, *,
+def score_video(source: str | os.PathLike, model: Any, out_dir: str | os.PathLike, *,
                 init: str | os.PathLike | None = None, goal: str | os.PathLike | None = None,
                 video: bool = False, batch_size: int = 64, alpha: float | None = None,
                 fps: float | None = None, progress: bool = True) -> ProgressCurve:
@@ -274,10 +314,12 @@ def score_video(source: str | os.PathLike, model: ProgressModel, out_dir: str | 
 # ---------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="score.py", description="Score a video or a folder of frames with a "
-                                     "PROGRESSOR reward model: progress mu/sigma and reward per frame.")
+                                     "reward model (PROGRESSOR or a baseline): value (PROGRESSOR: progress "
+                                     "mu/sigma) and reward per frame.")
     parser.add_argument("source", help="video file (.mp4, .webm, ...) or folder of images (sorted numerically)")
     parser.add_argument("--checkpoint", required=True,
-                        help="reward model: a .pth file (ours or a released one) or hf://<owner>/<repo>[@rev]/<file>")
+                        help="reward model: a .pth file (PROGRESSOR, released or ours, or any method of "
+                        "Video2Reward/main.py) or hf://<owner>/<repo>[@rev]/<file>")
     parser.add_argument("--out", required=True, help="output folder for progress.csv, progress.png, progress.mp4")
     parser.add_argument("--init", default=None, help="initial-frame image (default: the first frame)")
     parser.add_argument("--goal", default=None, help="goal image (default: the last frame)")
@@ -286,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     add_precision_flag(parser, default="fp32")  # fp32: exact scores, the released code's numbers
     parser.add_argument("--alpha", type=float, default=None,
-                        help="entropy weight of the reward mu - alpha * H (default: the model's, 0.4)")
+                        help="PROGRESSOR only: entropy weight of the reward mu - alpha * H (default: the model's, 0.4)")
     parser.add_argument("--fps", type=float, default=None,
                         help=f"rate of progress.mp4 (default: the video's, {DEFAULT_FPS:g} for image folders)")
     return parser
@@ -318,6 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score.py: {error_line(exc)}", file=sys.stderr)
         return 1
     voc = f"VOC {curve.voc:.3f}" if len(curve) > 1 else "VOC undefined (a single frame has no order)"
-    print(f"{len(curve)} frames: mu {curve.mu[0]:.3f} -> {curve.mu[-1]:.3f}, {voc}, "
+    print(f"{len(curve)} frames ({curve.method}): {curve.value_name} {curve.value[0]:.3f} -> {curve.value[-1]:.3f}, {voc}, "
           f"mean reward {curve.reward.mean():.3f}; wrote {args.out}")
     return 0

@@ -134,6 +134,40 @@ def test_score_cli_errors(tmp_path, checkpoint, capsys):
     assert "none.pth" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", ["tcn", "vip"])
+def test_score_cli_with_a_baseline_model(tmp_path, method):
+    """score.py takes any method's checkpoint: per-frame value and reward columns (no mu/sigma), the
+    values the reward interface computes, VIP's reward being the value's change; --alpha is refused."""
+    from video2reward.methods import build_model
+    from video2reward.reward_fn import frame_reward
+
+    torch.manual_seed(0)
+    model = build_model(method, {"backbone": "convnet", "image_size": SIZE}, channels_last=False).eval()
+    ckpt = save_reward_model(model, tmp_path / f"{method}.pth")
+    n = 9
+    frames = np.stack([moving_square(t, n, SIZE, SIZE).transpose(2, 0, 1) for t in range(n)])
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(n):
+        Image.fromarray(frames[t].transpose(1, 2, 0)).save(folder / f"{t}.png")
+    out = tmp_path / "out"
+    run = run_score(folder, "--checkpoint", ckpt, "--out", out)
+    assert run.returncode == 0, run.stderr
+    assert f"({method}): value" in run.stdout and "VOC" in run.stdout
+    rows = read_csv(out / "progress.csv")
+    assert list(rows[0]) == ["frame", "value", "reward"] and len(rows) == n and (out / "progress.png").is_file()
+    value = np.array([float(r["value"]) for r in rows])
+    reward = np.array([float(r["reward"]) for r in rows])
+    expected = frame_reward(model).score_trajectory(torch.from_numpy(frames)).reward
+    np.testing.assert_allclose(value, expected, atol=1e-4)
+    if method == "vip":  # a difference reward: the change of value, 0 at the first frame
+        np.testing.assert_allclose(reward, np.diff(value, prepend=value[0]), atol=2e-6)
+    else:
+        np.testing.assert_allclose(reward, value, atol=1e-6)
+    run = run_score(folder, "--checkpoint", ckpt, "--out", out, "--alpha", "0.5")
+    assert run.returncode == 1 and "--alpha" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_trained_toy_model_gives_monotone_progress(tmp_path):
     """Pretrain a small model on toy-reach expert demos, score a held-out demo: mu rises with time."""
