@@ -211,20 +211,16 @@ def score(entries: Sequence[Entry], root: Path, tasks: Sequence[str], unseen: Se
             for r in recs:
                 fr, goal = f[(group, task, r.index)], f[("expert", task, r.index)][-1:]
                 scores = reward_fn.score_features(fr[:1], fr, goal)
-                rollouts.append(_scored(group, task, r, scores, reward_fn.kind))
+                rollouts.append(_scored(group, task, r, scores))
         experts = {t: [f[("expert", t, k)] for k in range(num)] for t in conf_tasks}
         out[e.name] = Scores(rollouts, conf_tasks, confusion_matrix(reward_fn, experts), progress_scale)
     return out
 
 
-def _scored(group: str, task: str, record: Any, scores: Any, kind: str) -> Scored:
+def _scored(group: str, task: str, record: Any, scores: Any) -> Scored:
     """A rollout's :class:`Scored` from a reward's :class:`~video2reward.reward_fn.TrajectoryScores`."""
-    if scores.progress is not None:  # PROGRESSOR
-        return Scored(group, task, record.index, record.success, record.step_reward, scores.progress,
-                      scores.sigma, scores.reward)
-    value = scores.reward
-    reward = np.concatenate([[0.0], np.diff(value)]) if kind == "difference" else value
-    return Scored(group, task, record.index, record.success, record.step_reward, value, np.zeros_like(value), reward)
+    sigma = np.zeros_like(scores.value) if scores.sigma is None else scores.sigma
+    return Scored(group, task, record.index, record.success, record.step_reward, scores.value, sigma, scores.reward)
 
 
 def confusion_matrix(reward_fn: Any, experts: dict[str, list[torch.Tensor]]) -> np.ndarray:
@@ -239,7 +235,7 @@ def confusion_matrix(reward_fn: Any, experts: dict[str, list[torch.Tensor]]) -> 
         for j, tj in enumerate(tasks):
             goal = torch.cat([f[-1:] for f in experts[tj]])
             scores = reward_fn.score_features(init, final, goal)
-            conf[i, j] = float((scores.reward if scores.progress is None else scores.progress).mean())
+            conf[i, j] = float(scores.value.mean())
     return conf
 
 

@@ -41,7 +41,7 @@ def score_trajectory(model: Any, frames: torch.Tensor, batch_size: int = 256) ->
     progress model, ``value`` for the others. The first entry is the one VOC is computed on."""
     scores = frame_reward(model).score_trajectory(frames, batch_size=batch_size)
     if scores.progress is None:
-        return {"value": scores.reward}
+        return {"value": scores.value}
     return {"mu": scores.progress, "reward": scores.reward}
 
 

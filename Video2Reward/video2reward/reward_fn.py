@@ -53,8 +53,15 @@ class StepReward:
 
 @dataclass(frozen=True)
 class TrajectoryScores:
-    """Scores ``(L,)`` of every frame of a trajectory against fixed init and goal frames."""
+    """Scores ``(L,)`` of every frame of a trajectory (in order) against fixed init and goal frames.
 
+    ``value``: what the model rates each frame (PROGRESSOR: the mean progress ``mu``; the others their
+    own scale). ``reward``: the RL reward of reaching each frame (``mu - alpha H``; the value itself;
+    for a "difference" model the value's change since the previous frame, 0 at the first).
+    ``progress`` / ``sigma``: PROGRESSOR's ``mu`` / ``sigma``, ``None`` for models without them.
+    """
+
+    value: np.ndarray
     reward: np.ndarray
     progress: np.ndarray | None = None
     sigma: np.ndarray | None = None
@@ -194,14 +201,16 @@ class FrameReward(RewardFunction):
         return StepReward(float(self.values(self._f_init, f_cur, self._f_goal)[0]))
 
     def score_features(self, f_init: torch.Tensor, f_cur: torch.Tensor, f_goal: torch.Tensor) -> TrajectoryScores:
-        """Every frame's value (``reward``) against fixed init/goal features ``(1, D)``."""
-        return TrajectoryScores(self.values(f_init, f_cur, f_goal).float().cpu().numpy())
+        """Every frame's value and reward against init/goal features (``(1, D)`` broadcast, or one
+        row per frame); rows of ``f_cur`` are a trajectory in order."""
+        value = self.values(f_init, f_cur, f_goal).float().cpu().numpy()
+        reward = np.diff(value, prepend=value[:1]) if self.kind == "difference" else value
+        return TrajectoryScores(value, reward)
 
     def score_trajectory(self, frames: torch.Tensor, init: torch.Tensor | None = None,
                          goal: torch.Tensor | None = None, batch_size: int = 256) -> TrajectoryScores:
         """Scores of uint8 ``frames (L, 3, S, S)`` against ``init`` / ``goal`` ``(3, S, S)`` (default:
-        the first / last frame); every frame is encoded once. ``reward`` holds per-frame values (a
-        "difference" reward's step rewards are their successive differences)."""
+        the first / last frame); every frame is encoded once."""
         feats = self.model.encode(frames, batch_size)
         f_init = feats[:1] if init is None else self.model.encode(_frames(init))
         f_goal = feats[-1:] if goal is None else self.model.encode(_frames(goal))
@@ -353,9 +362,8 @@ class ProgressReward(FrameReward):
 
     def score_features(self, f_init, f_cur, f_goal) -> TrajectoryScores:
         dist = self.model.predict_from_features(f_init, f_cur, f_goal)
-        numpy = lambda x: x.float().cpu().numpy()  # noqa: E731
-        return TrajectoryScores(numpy(self.model.reward_from_normal(dist, self.alpha)), numpy(dist.loc),
-                                numpy(dist.scale))
+        mu, sigma = dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
+        return TrajectoryScores(mu, self.model.reward_from_normal(dist, self.alpha).float().cpu().numpy(), mu, sigma)
 
     def start_episode(self, init_frame, goal_frame) -> None:
         if not self.train_mode:

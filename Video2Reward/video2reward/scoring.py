@@ -174,13 +174,9 @@ def score_frames(model: Any, frames: Iterable[np.ndarray | torch.Tensor] | torch
     scores = reward_fn.score_features(f_init, feats, f_goal)
     init_frame = (first if init is None else init).cpu()
     goal_frame = (last if goal is None else goal).cpu()
-    if isinstance(reward_fn, ProgressReward):
-        return ProgressCurve(value=scores.progress, reward=scores.reward, init_frame=init_frame,
-                             goal_frame=goal_frame, sigma=scores.sigma, alpha=reward_fn.alpha)
-    value = scores.reward  # per-frame values
-    reward = np.diff(value, prepend=value[:1]) if reward_fn.kind == "difference" else value
-    return ProgressCurve(value=value, reward=reward, init_frame=init_frame, goal_frame=goal_frame,
-                         method=reward_fn.name)
+    return ProgressCurve(value=scores.value, reward=scores.reward, init_frame=init_frame, goal_frame=goal_frame,
+                         method=getattr(model, "method", "progressor"), sigma=scores.sigma,
+                         alpha=getattr(reward_fn, "alpha", None))
 
 
 # ---------------------------------------------------------------------------------------- outputs

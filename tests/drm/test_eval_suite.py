@@ -84,7 +84,7 @@ def test_confusion_layout():
     # features: column 0 = the task's id, so mu = 10 * task of the trajectory + task of the goal
     experts = {t: [torch.full((3, 2), float(t)) for _ in range(2)] for t in range(3)}
     scorer = types.SimpleNamespace(score_features=lambda init, cur, goal: TrajectoryScores(
-        None, (10 * cur[:, 0] + goal[:, 0]).numpy()))
+        (10 * cur[:, 0] + goal[:, 0]).numpy(), None))
     conf = confusion_matrix(scorer, experts)
     assert conf.tolist() == [[10 * i + j for j in range(3)] for i in range(3)]  # rows: rollouts, cols: goals
 

@@ -158,7 +158,7 @@ def test_score_cli_with_a_baseline_model(tmp_path, method):
     assert list(rows[0]) == ["frame", "value", "reward"] and len(rows) == n and (out / "progress.png").is_file()
     value = np.array([float(r["value"]) for r in rows])
     reward = np.array([float(r["reward"]) for r in rows])
-    expected = frame_reward(model).score_trajectory(torch.from_numpy(frames)).reward
+    expected = frame_reward(model).score_trajectory(torch.from_numpy(frames)).value
     np.testing.assert_allclose(value, expected, atol=1e-4)
     if method == "vip":  # a difference reward: the change of value, 0 at the first frame
         np.testing.assert_allclose(reward, np.diff(value, prepend=value[0]), atol=2e-6)
