@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, load_image, natural_key
+from .methods import method_of
 from .metrics import spearman
 from .errors import debug, error_line
 from .precision import add_precision_flag, resolve_precision
@@ -175,7 +176,7 @@ def score_frames(model: Any, frames: Iterable[np.ndarray | torch.Tensor] | torch
     init_frame = (first if init is None else init).cpu()
     goal_frame = (last if goal is None else goal).cpu()
     return ProgressCurve(value=scores.value, reward=scores.reward, init_frame=init_frame, goal_frame=goal_frame,
-                         method=getattr(model, "method", "progressor"), sigma=scores.sigma,
+                         method=method_of(model), sigma=scores.sigma,
                          alpha=getattr(reward_fn, "alpha", None))
 
 
@@ -184,14 +185,11 @@ def write_csv(curve: ProgressCurve, path: str | os.PathLike) -> Path:
     path = Path(path)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        if curve.sigma is not None:
-            writer.writerow(["frame", "mu", "sigma", "reward"])
-            for t in range(len(curve)):
-                writer.writerow([t, f"{curve.value[t]:.6f}", f"{curve.sigma[t]:.6f}", f"{curve.reward[t]:.6f}"])
-        else:
-            writer.writerow(["frame", "value", "reward"])
-            for t in range(len(curve)):
-                writer.writerow([t, f"{curve.value[t]:.6f}", f"{curve.reward[t]:.6f}"])
+        columns = {curve.value_name: curve.value, **({} if curve.sigma is None else {"sigma": curve.sigma}),
+                   "reward": curve.reward}
+        writer.writerow(["frame", *columns])
+        for t in range(len(curve)):
+            writer.writerow([t, *(f"{c[t]:.6f}" for c in columns.values())])
     return path
 
 
