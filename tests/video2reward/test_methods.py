@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from video2reward import ProgressModel, load_reward_model, save_reward_model
 from video2reward.checkpoint import CheckpointError
@@ -136,13 +137,28 @@ def test_value_rises_as_the_features_approach_the_goal(method):
     if method == "vip":  # VIP's reward is the difference of values: positive on every approaching step
         assert METHODS["vip"].reward_kind == "difference" and (steps > 0).all()
     if method == "rank2reward":  # log p_RF <= 0 at every frame, log 1/2 at the initial one
-        utility_part = value - model.config.alpha * model.discriminator.head(f[:1, 128:]).detach()
-        assert (utility_part <= 0).all() and utility_part[0].item() == pytest.approx(math.log(0.5), abs=1e-5)
+        assert (value <= 0).all() and value[0].item() == pytest.approx(math.log(0.5), abs=1e-5)
+
+
+def test_an_untrained_discriminator_adds_nothing_to_rank2reward():
+    """Before any online update D = 1/2 on every frame: the reward is log p_RF alone, whatever the
+    discriminator's features (a random head would add a unit-scale random function of the frame)."""
+    model = tiny_model("rank2reward")
+    f = approach()
+    f = torch.cat([f, torch.randn(len(f), 128)], 1)
+    value = model.reward_from_features(f[:1], f, f[-1:])
+    with torch.no_grad():
+        u = model.utility(f[:, :128])
+    assert torch.allclose(value, F.logsigmoid(u - u[0]), atol=1e-6)
+    assert torch.equal(model.discriminator.head(f[:, 128:]).detach(), torch.zeros(len(f)))
 
 
 def test_gail_reward_is_positive_and_grows_with_the_logit():
     model = tiny_model("gail")
     f = approach()
+    untrained = model.reward_from_features(f[:1], f, f[-1:])
+    assert torch.allclose(untrained, torch.full((len(f),), math.log(2.0)))  # D = 1/2 before any data
+    torch.nn.init.normal_(model.head.out.weight)  # as after some online steps: logits vary per frame
     value = model.reward_from_features(f[:1], f, f[-1:])
     with torch.no_grad():
         logits = model.head(f)

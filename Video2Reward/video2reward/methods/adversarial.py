@@ -1,6 +1,7 @@
 """What the two adversarial baselines share: an expert-vs-agent frame discriminator and its online update.
 
-``D(s) = sigmoid(logit(s))`` is the probability that frame ``s`` comes from an expert video. It is
+``D(s) = sigmoid(logit(s))`` is the probability that frame ``s`` comes from an expert video. Its
+logit head starts at zero (``D = 1/2`` for every frame until it has seen data), and it is
 trained during RL by binary cross-entropy, expert frames (label 1) against the agent's frames from
 replay (label 0):
 
@@ -38,7 +39,7 @@ class Discriminator(FrameEncoder):
     def __init__(self, backbone: str, image_size: int, amp: bool = False, channels_last: bool = True,
                  hidden: int = 256) -> None:
         super().__init__(backbone, image_size, amp, channels_last)
-        self.head = ScalarHead(hidden=hidden)
+        self.head = ScalarHead(hidden=hidden, zero_output=True)
 
 
 def discriminator_loss(expert_logits: torch.Tensor, agent_logits: torch.Tensor) -> torch.Tensor:

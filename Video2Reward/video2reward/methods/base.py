@@ -87,12 +87,19 @@ class FrameEncoder(nn.Module):
 
 class ScalarHead(nn.Module):
     """``(N, in_dim)`` unit features -> ``(N,)`` scalars: the features scaled by 16 (as PROGRESSOR's
-    head), one residual MLP block, a linear output. Runs in fp32 even under autocast."""
+    head), one residual MLP block, a linear output. Runs in fp32 even under autocast.
 
-    def __init__(self, in_dim: int = FEATURE_DIM, hidden: int = 256) -> None:
+    ``zero_output``: the output layer starts at zero, so the untrained head gives 0 for every frame
+    (a discriminator's ``logit D = 0``: ``D = 1/2``, no evidence either way) instead of a random
+    function of the frame."""
+
+    def __init__(self, in_dim: int = FEATURE_DIM, hidden: int = 256, zero_output: bool = False) -> None:
         super().__init__()
         self.block = ResidualBlock(in_dim, hidden)
         self.out = nn.Linear(hidden, 1)
+        if zero_output:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         with autocast(f.device, enabled=False):

@@ -30,7 +30,7 @@ class GAILModel(RewardModel):
 
     def __init__(self, config: GAILConfig | None = None, amp: bool = False, channels_last: bool = True, **fields) -> None:
         super().__init__(config, amp, channels_last, **fields)
-        self.head = ScalarHead(hidden=self.config.hidden)
+        self.head = ScalarHead(hidden=self.config.hidden, zero_output=True)  # untrained: D = 1/2 everywhere
 
     @property
     def discriminator(self) -> "GAILModel":

@@ -13,8 +13,11 @@ paper sets ``u(s_0) = 0``; we anchor at the initial frame the reward call receiv
     r(s) = log p_RF(s) + alpha * (log D(s) - log(1 - D(s))),
 
 ``D`` the expert-vs-agent discriminator (:mod:`.adversarial`) trained online during RL, so states
-unlike the expert's are penalised however well they rank. Before any online update ``D`` is
-untrained (a small random logit). The goal frame is not used: the ranking and the discriminator
+unlike the expert's are penalised however well they rank. Before any online update ``D``'s head is
+zero, so the term is exactly 0 (``D = 1/2``) and the offline reward is the ranking term alone. (A
+randomly initialised head makes the untrained term a random function of the frame of about unit
+scale, while ``log p_RF`` spans only ``log 1/2 .. 0`` over an episode: the noise swamps the
+ranking.) The goal frame is not used: the ranking and the discriminator
 are per frame, as in the paper's Meta-World experiments.
 """
 from __future__ import annotations
