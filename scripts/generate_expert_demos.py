@@ -13,7 +13,7 @@ import os
 import sys
 
 from drm.demos import POLICIES, DemoSettings, generate_demos
-from drm.envs import MW_TASKS, PAPER_TASKS, RENDER_QUALITIES, TASKS, canonical_task
+from drm.envs import ML45_TEST_TASKS, ML45_TRAIN_TASKS, MW_TASKS, PAPER_TASKS, RENDER_QUALITIES, TASKS, canonical_task
 from video2reward.errors import one_line_errors
 
 
@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS),
                    help="task names (drawer-open; -v3 accepted), 'all' for the 50 Meta-World tasks, "
+                        "'ml45-train' / 'ml45-test' for Meta-World's ML45 split (45 / 5 tasks), "
                         "toy-reach for the toy task; default: the paper's six")
     p.add_argument("--num_train", type=int, default=50, help="trajectories per task in train/")
     p.add_argument("--num_test", type=int, default=10, help="trajectories per task in test/")
@@ -44,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       ("episode_length", 1), ("action_repeat", 1)):
         if getattr(args, name) < low:
             p.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
-    if args.tasks == ["all"]:
-        args.tasks = list(MW_TASKS)
+    groups = {"all": MW_TASKS, "ml45-train": ML45_TRAIN_TASKS, "ml45-test": ML45_TEST_TASKS}
+    args.tasks = [t for name in args.tasks for t in groups.get(name, (name,))]
     try:
         args.tasks = [canonical_task(t, TASKS) for t in args.tasks]
     except ValueError as e:

@@ -24,7 +24,7 @@ import numpy as np
 
 from drm.demos import (DemoSettings, _env_for, _prepare_task, _write_metadata, job_results, read_metadata,
                        rollout, trajectory_seed, write_frames)
-from drm.envs import TASKS, canonical_task
+from drm.envs import ML45_TEST_TASKS, TASKS, canonical_task
 
 SPLIT = "test"  # every eval rollout lives in the demos' test split (its seeds; never trained on)
 # Rollout groups, worst to best: the quality order of ranking_tau.
@@ -35,7 +35,6 @@ GROUPS: dict[str, dict[str, Any]] = {
     "expert": {"keep_failures": True},
 }
 QUALITY = {name: rank for rank, name in enumerate(GROUPS)}
-ML45_TEST_TASKS = ("bin-picking", "box-close", "door-lock", "door-unlock", "hand-insert")
 
 
 class EvalDataError(ValueError):

@@ -1,4 +1,5 @@
 """Demo generation: layout, metadata, seeds, goal-frame consistency, resume after a kill."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -196,3 +197,18 @@ def test_cli_unknown_task_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert "unknown task 'drawer'; valid tasks: assembly," in result.stderr
     assert not (tmp_path / "drawer").exists()
+
+
+def test_cli_task_groups_name_the_ml45_split(tmp_path):
+    spec = importlib.util.spec_from_file_location("generate_expert_demos", ROOT / "scripts" / "generate_expert_demos.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def tasks(*names: str) -> list[str]:
+        return script.parse_args(["--tasks", *names, "--out", str(tmp_path)]).tasks
+
+    train, test = tasks("ml45-train"), tasks("ml45-test")
+    assert len(train) == 45 and len(set(train)) == 45 and "drawer-open" in train
+    assert test == ["bin-picking", "box-close", "door-lock", "door-unlock", "hand-insert"]
+    assert not set(train) & set(test) and sorted(train + test) == sorted(tasks("all"))
+    assert tasks("ml45-test", "reach-v3") == test + ["reach"]  # groups mix with single names

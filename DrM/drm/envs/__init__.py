@@ -14,6 +14,9 @@ from drm.envs.toy import TOY_TASK, ToyReachEnv
 TASKS: tuple[str, ...] = MW_TASKS + (TOY_TASK,)
 PAPER_TASKS: tuple[str, ...] = ("door-open", "drawer-open", "hammer", "peg-insert-side", "pick-place",
                                 "reach")
+# Meta-World's ML45 split: 45 training tasks, and these five held out for meta-testing.
+ML45_TEST_TASKS: tuple[str, ...] = ("bin-picking", "box-close", "door-lock", "door-unlock", "hand-insert")
+ML45_TRAIN_TASKS: tuple[str, ...] = tuple(t for t in MW_TASKS if t not in ML45_TEST_TASKS)
 
 
 def make_env(task: str, seed: int | None = 0, image_size: int = 84, action_repeat: int = 2,
@@ -33,5 +36,5 @@ def make_env(task: str, seed: int | None = 0, image_size: int = 84, action_repea
                obs_type=obs_type)
 
 
-__all__ = ["CAMERA", "MW_TASKS", "OBS_TYPES", "PAPER_TASKS", "RENDER_QUALITIES", "TASKS", "TOY_TASK", "MetaWorldEnv",
+__all__ = ["CAMERA", "ML45_TEST_TASKS", "ML45_TRAIN_TASKS", "MW_TASKS", "OBS_TYPES", "PAPER_TASKS", "RENDER_QUALITIES", "TASKS", "TOY_TASK", "MetaWorldEnv",
            "PixelEnv", "ToyReachEnv", "canonical_task", "make_env"]
