@@ -36,5 +36,5 @@ def make_env(task: str, seed: int | None = 0, image_size: int = 84, action_repea
                obs_type=obs_type)
 
 
-__all__ = ["CAMERA", "ML45_TEST_TASKS", "ML45_TRAIN_TASKS", "MW_TASKS", "OBS_TYPES", "PAPER_TASKS", "RENDER_QUALITIES", "TASKS", "TOY_TASK", "MetaWorldEnv",
-           "PixelEnv", "ToyReachEnv", "canonical_task", "make_env"]
+__all__ = ["CAMERA", "ML45_TEST_TASKS", "ML45_TRAIN_TASKS", "MW_TASKS", "OBS_TYPES", "PAPER_TASKS",
+           "RENDER_QUALITIES", "TASKS", "TOY_TASK", "MetaWorldEnv", "PixelEnv", "ToyReachEnv", "canonical_task", "make_env"]
