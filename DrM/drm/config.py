@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from video2reward.model import BACKBONES, HEAD_INPUTS
 from video2reward.precision import PRECISIONS
 from video2reward.pushback import CROPS
+from video2reward.pushback import PARAMS as REFINE_PARAMS
 
 from .envs import OBS_TYPES, RENDER_QUALITIES, TASKS
 from .rewards import RELABEL_MODES, REWARD_MODELS
@@ -49,7 +50,7 @@ _CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "ren
             "precision": PRECISIONS, "pretrain.backbone": tuple(BACKBONES), "pretrain.head": tuple(HEAD_INPUTS),
             "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "obs_type": OBS_TYPES,
             "finetune.agent_frames": AGENT_FRAMES,
-            "finetune.crop": CROPS}
+            "finetune.crop": CROPS, "finetune.params": REFINE_PARAMS}
 
 
 class ConfigError(ValueError):

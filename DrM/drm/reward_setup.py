@@ -224,7 +224,7 @@ def build_reward(cfg: DictConfig, device: torch.device, precision: Precision,
             lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
             expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
             crop_scale=tuple(fc.crop_scale), crop=fc.crop, round_label_std=fc.round_label_std,
-            clip_grad=fc.clip_grad), amp=precision.amp, seed=cfg.seed)
+            clip_grad=fc.clip_grad, params=fc.get("params", "all")), amp=precision.amp, seed=cfg.seed)
         if fc.resume_optimizer:
             _resume_refine_optimizer(str(cfg.reward.checkpoint), updater)
     elif cfg.online_finetune and method in UPDATERS:

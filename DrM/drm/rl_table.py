@@ -399,7 +399,7 @@ def summarize(root: str | os.PathLike, sweep: Sweep, reps: int = DEFAULT_REPS, s
 
 def _run_entry(run: Run) -> dict[str, Any]:
     row = run.final or {}
-    return {"done": run.done, "success_rate": row.get("success_rate"),
+    return {"done": run.done, "success_rate": row.get("success_rate"), "env_return": row.get("episode_env_reward"),
             "frame": int(row["frame"]) if row else None, "last_eval_frame": run.last_frame,
             "total_time": run.total_time}
 
@@ -437,7 +437,9 @@ def markdown(results: dict[str, Any]) -> str:
            "of the seeds done on every task.", ""]
     for key, title in (("iqm", "IQM across seeds"), ("mean", "Mean across seeds")):
         out += [f"## {title}", "", *summary_table(results, key), ""]
-    out += ["## Final success rate per seed", ""]
+    out += ["## Final success rate per seed", "",
+            "In brackets: the eval episodes' mean return of Meta-World's own dense reward at that eval, a "
+            "shaped measure of how far the policy gets when no run succeeds.", ""]
     seeds = results["seeds"]
     rows = []
     for t in tasks:
@@ -461,7 +463,8 @@ def _seed_cell(run: dict[str, Any] | None) -> str:
         return MISSING
     if not run["done"]:
         return f"not done ({run['last_eval_frame']} frames)" if run["last_eval_frame"] is not None else "not done"
-    return f"{run['success_rate']:.2f}"
+    env = run.get("env_return")
+    return f"{run['success_rate']:.2f}" + ("" if env is None or env != env else f" (env {env:.0f})")
 
 
 def _wall_time(entry: dict[str, Any]) -> str:

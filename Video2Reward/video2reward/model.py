@@ -233,6 +233,11 @@ class ProgressModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return F.normalize(self.model(x).float(), dim=-1)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The weights after the frame encoder (what :meth:`head` uses): refined alone, they leave
+        every frame's features unchanged."""
+        return [*self.proj.parameters(), *self.fc_mu.parameters(), *self.fc_log_var.parameters()]
+
     def head(self, f_init: torch.Tensor, f_cur: torch.Tensor, f_goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(B, 128)`` x 3 -> ``(mu, sigma)``, each ``(B,)`` float32."""
         # The head is tiny and precision-sensitive (softplus std): always fp32, even under autocast.

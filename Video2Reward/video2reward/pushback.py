@@ -12,6 +12,11 @@ random-resized crop (area 0.8-1, one crop shared by the three frames of a triple
 one crop for all agent triplets, as the released code). The gradient norm is clipped at
 ``clip_grad``. The model is in train mode only inside :meth:`update`.
 
+``params="head"`` (the CPU preset, docs/rl.md): only the head after the frame encoder is trained.
+The encoder's features never change, so the RL loop keeps every frame's features for the whole run and
+a refinement step only invalidates the (cheap) head values; expert features are computed once, and
+frames are not cropped (a crop is there to regularise the encoder, which is frozen).
+
 Release options (``variant=release``, docs/rl.md): ``crop="per_batch"``, ``round_label_std`` (the
 released loader rounds ``sqrt(1/delta)`` to 3 decimals) and :meth:`load_optimizer_state` (AdamW
 continues from the checkpoint's saved state).
@@ -21,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch.distributions import Normal
 
@@ -44,13 +50,17 @@ class RefineConfig:
     crop: str = "per_triplet"  # per_triplet | per_batch (one crop for all agent triplets, released)
     round_label_std: bool = False  # round the expert label std to 3 decimals (released)
     clip_grad: float = 1.0
+    params: str = "all"  # all (every weight, as released) | head (the encoder frozen: cached features stay valid)
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.params not in PARAMS:
+            raise ValueError(f"params must be one of {PARAMS}, got {self.params!r}")
 
 
 CROPS = ("per_triplet", "per_batch")
+PARAMS = ("all", "head")
 # where a checkpoint keeps its optimiser state: ours, the released Meta-World file, the released EPIC file
 OPTIMIZER_KEYS = ("optimizer", "optim_state_dict", "optimizer_state_dict")
 
@@ -74,15 +84,20 @@ class PushBackRefiner(OnlineUpdater):
     def __init__(self, model: Any, expert: VideoDataset, config: RefineConfig = RefineConfig(), amp: bool = False,
                  seed: int = 0) -> None:
         super().__init__(model, expert, config, amp, seed)
+        self._expert_features: torch.Tensor | None = None  # params="head": every expert frame, encoded once
+
+    @property
+    def frozen_features(self) -> bool:
+        """Whether the frame encoder stays fixed, so features computed before an update stay valid."""
+        return self.config.params == "head"
+
+    def trained_parameters(self, model: Any) -> Any:
+        return model.head_parameters() if self.config.params == "head" else model.parameters()
 
     def expert_triplets(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(frames (n, 3, 3, S, S), label mean (n,), label std (n,))``: fixed endpoints (first and
         last frame), the middle frame uniform, labels as in pretraining with std ``sqrt(1/delta)``."""
-        traj = randint_below(torch.full((n,), len(self.expert)), self.generator)
-        idx = torch.stack(sample_endpoints(self.lengths[traj], randomize=False, generator=self.generator), 1)
-        mean, std = progress_labels(*idx.unbind(1), label_std="delta")
-        if self.config.round_label_std:
-            std = torch.round(std, decimals=3)
+        traj, idx, mean, std = self._expert_triplet_indices(n)
         return self.expert.gather(traj[:, None], idx), mean, std
 
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
@@ -108,17 +123,44 @@ class PushBackRefiner(OnlineUpdater):
         one = augment(agent.flatten(0, 1)[None], self.augment_config, generator=self.generator)[0]
         return torch.cat([expert, one.view_as(agent)])
 
+    def _expert_triplet_indices(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        traj = randint_below(torch.full((n,), len(self.expert)), self.generator)
+        idx = torch.stack(sample_endpoints(self.lengths[traj], randomize=False, generator=self.generator), 1)
+        mean, std = progress_labels(*idx.unbind(1), label_std="delta")
+        if self.config.round_label_std:
+            std = torch.round(std, decimals=3)
+        return traj, idx, mean, std
+
+    def _head_outputs(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """``params="head"``: (mu, sigma) of expert then agent triplets from fixed features, labels."""
+        if self._expert_features is None:
+            self._expert_features = self.model.encode(torch.from_numpy(np.array(self.expert.frames)))
+        traj, idx, label_mu, label_std = self._expert_triplet_indices(self.config.expert_batch_size)
+        expert = self._expert_features[torch.as_tensor(self.expert.starts)[traj][:, None] + idx]  # (E, 3, D)
+        agent = self.model.encode(torch.cat([init, current, goal])).view(3, init.shape[0], -1).transpose(0, 1)
+        f = torch.cat([expert, agent])
+        self.model.train()
+        mu, sigma = self.model.head(f[:, 0], f[:, 1], f[:, 2])
+        return mu, sigma, label_mu, label_std, expert.shape[0]
+
+    def _full_outputs(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(mu, sigma) of cropped expert then agent triplets through the whole model, labels."""
+        frames, label_mu, label_std = self.expert_triplets(self.config.expert_batch_size)
+        agent = torch.stack([init.cpu(), current.cpu(), goal.cpu()], dim=1)
+        triplets = self._augment(frames, agent)
+        self.model.train()
+        with autocast(self.model.device, self.amp):
+            mu, sigma = self.model(triplets[:, 0], triplets[:, 1], triplets[:, 2])
+        return mu, sigma, label_mu, label_std, frames.shape[0]
+
     def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
         """One refinement step; ``init``/``current``/``goal`` are uint8 ``(B, 3, S, S)`` agent frames."""
         cfg = self.config
-        frames, label_mu, label_std = self.expert_triplets(cfg.expert_batch_size)
-        agent = torch.stack([init.cpu(), current.cpu(), goal.cpu()], dim=1)
-        triplets = self._augment(frames, agent)
-        n_exp = frames.shape[0]
-        self.model.train()
+        outputs = self._head_outputs if cfg.params == "head" else self._full_outputs
         try:
-            with autocast(self.model.device, self.amp):
-                mu, sigma = self.model(triplets[:, 0], triplets[:, 1], triplets[:, 2])
+            mu, sigma, label_mu, label_std, n_exp = outputs(init, current, goal)
             device = mu.device
             expert_loss = progress_kl_loss(mu[:n_exp], sigma[:n_exp], label_mu.to(device), label_std.to(device))
             mu_a, sigma_a = mu[n_exp:], sigma[n_exp:]
@@ -127,7 +169,7 @@ class PushBackRefiner(OnlineUpdater):
             loss = expert_loss + cfg.pushback_weight * pushback_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(self.model), cfg.clip_grad)
             self.optimizer.step()
         finally:
             self.model.eval()

@@ -162,10 +162,13 @@ class FrameReward(RewardFunction):
 
     Everything cached (the episode's init/goal features, features per replay episode, values per
     replay frame) belongs to the model as it was at the last :meth:`refresh`, which :meth:`update`
-    calls after changing the weights.
+    calls after changing the weights. An updater whose ``frozen_features`` is true (push-back with
+    ``params="head"``) leaves the encoder alone: features are then kept per replay frame for the whole
+    run, and a refresh drops only the values, which the head recomputes from them cheaply.
     """
 
     MAX_CACHED_VALUES = 4_000_000  # bound on the per-frame value cache (dropped whole beyond it)
+    MAX_CACHED_FEATURES = 1_000_000  # bound on the per-frame feature cache (frozen encoder only)
 
     def __init__(self, model: Any, updater: Any = None, relabel: str = "window", name: str | None = None) -> None:
         if relabel not in RELABEL_MODES:
@@ -186,6 +189,7 @@ class FrameReward(RewardFunction):
         self._last_value: float | None = None  # "difference": value of the previous frame
         self._episode_features: dict[int, torch.Tensor] = {}  # replay episode -> (2, D) init/goal features
         self._values: dict[tuple[int, int], float] = {}  # (replay episode, step) -> value
+        self._frame_features: dict[tuple[int, int], torch.Tensor] = {}  # (replay episode, step) -> (D,)
 
     @property
     def image_size(self) -> int:
@@ -232,9 +236,17 @@ class FrameReward(RewardFunction):
             return StepReward(scores.reward - previous, scores.progress, scores.sigma)
         return scores
 
+    @property
+    def keeps_features(self) -> bool:
+        """Whether features outlive a model update (the updater never changes the encoder)."""
+        return bool(getattr(self.updater, "frozen_features", False))
+
     def refresh(self) -> None:
-        """The model changed: drop every cache and re-encode the current episode's endpoints."""
-        self._episode_features.clear()
+        """The model changed: drop every cache (the values only, when the encoder is frozen) and
+        re-score the current episode's endpoints."""
+        if not self.keeps_features:
+            self._episode_features.clear()
+            self._frame_features.clear()
         self._values.clear()
         if self._endpoints is not None:
             last = self._last_value
@@ -279,12 +291,37 @@ class FrameReward(RewardFunction):
         if missing:
             rows = torch.as_tensor([j // m for j in missing])
             cols = torch.as_tensor([j % m for j in missing])
-            scored = self.score(init[rows], frames[rows, cols], goal[rows], torch.as_tensor(eps)[rows])
+            if self.keeps_features:
+                scored = self._score_keeping_features([keys[j] for j in missing], rows, cols, init, frames, goal,
+                                                      [eps[r] for r in rows.tolist()])
+            else:
+                scored = self.score(init[rows], frames[rows, cols], goal[rows], torch.as_tensor(eps)[rows])
             if len(self._values) + len(missing) > self.MAX_CACHED_VALUES:
                 self._values.clear()
             self._values.update(zip((keys[j] for j in missing), scored.tolist()))
         out = torch.tensor([self._values[key] for key in keys], dtype=torch.float32, device=init.device)
         return out.view(b, m)
+
+    def _score_keeping_features(self, keys: list[tuple[int, int]], rows: torch.Tensor, cols: torch.Tensor,
+                                init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
+                                episodes: list[int]) -> torch.Tensor:
+        """:meth:`score` of ``frames[rows, cols]`` (named by ``keys``, of replay ``episodes``) for a frozen
+        encoder: only frames and episode endpoints without kept features are gathered and encoded."""
+        new = [i for i, key in enumerate(keys) if key not in self._frame_features]
+        if new:
+            f_new = self.model.encode(frames[rows[new], cols[new]])
+            if len(self._frame_features) + len(new) > self.MAX_CACHED_FEATURES:
+                self._frame_features.clear()
+            self._frame_features.update((keys[i], f) for i, f in zip(new, f_new))
+        first = {int(e): i for i, e in reversed(list(enumerate(episodes)))}  # one sample per episode
+        todo = [i for e, i in first.items() if e not in self._episode_features]
+        if todo:
+            f = self.model.encode(torch.cat([init[rows[todo]], goal[rows[todo]]]))
+            for j, i in enumerate(todo):
+                self._episode_features[int(episodes[i])] = torch.stack([f[j], f[len(todo) + j]])
+        f_cur = torch.stack([self._frame_features[key] for key in keys])
+        pairs = torch.stack([self._episode_features[int(e)] for e in episodes])
+        return self.values(pairs[:, 0], f_cur, pairs[:, 1])
 
     def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
         if self.relabel == "stored":
@@ -319,6 +356,9 @@ class FrameReward(RewardFunction):
                 else torch.zeros(0, 2, 0),
                 "value_keys": torch.tensor(keys, dtype=torch.int64).view(-1, 2),
                 "values": torch.tensor([self._values[k] for k in keys], dtype=torch.float64),
+                "frame_feature_keys": torch.tensor(list(self._frame_features), dtype=torch.int64).view(-1, 2),
+                "frame_features": torch.stack([f.cpu() for f in self._frame_features.values()])
+                if self._frame_features else torch.zeros(0, 0),
                 "last_value": self._last_value}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -332,6 +372,9 @@ class FrameReward(RewardFunction):
         keys, values = state.get("value_keys"), state.get("values")
         self._values = {} if keys is None else {(int(e), int(t)): float(v)
                                                 for (e, t), v in zip(keys.tolist(), values.tolist())}
+        keys, feats = state.get("frame_feature_keys"), state.get("frame_features")
+        self._frame_features = {} if keys is None else {(int(e), int(t)): f.to(device)
+                                                        for (e, t), f in zip(keys.tolist(), feats)}
         self._last_value = state.get("last_value")
 
 

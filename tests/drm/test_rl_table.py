@@ -32,7 +32,8 @@ def write_evals(root, task, rm, seed, rows):
     run_dir.mkdir(parents=True, exist_ok=True)
     log = CSVLog(run_dir / "eval.csv")
     for frame, success in rows:
-        log.append({"frame": frame, "success_rate": success, "episode_reward": 3.0, "total_time": frame * 3.6})
+        log.append({"frame": frame, "success_rate": success, "episode_reward": 3.0,
+                    "episode_env_reward": 1000 * success, "total_time": frame * 3.6})
     return run_dir
 
 
@@ -116,8 +117,8 @@ def test_unfinished_and_missing_cells(tmp_path):
     reach = results["cells"]["reach"]["ours"]
     assert reach["num_seeds"] == 1 and reach["iqm"] == pytest.approx(0.4)
     assert reach["iqm_ci"] == pytest.approx([0.4, 0.4])
-    assert reach["runs"]["s1"] == {"done": False, "success_rate": None, "frame": None, "last_eval_frame": 500,
-                                   "total_time": pytest.approx(1800.0)}
+    assert reach["runs"]["s1"] == {"done": False, "success_rate": None, "env_return": None, "frame": None,
+                                   "last_eval_frame": 500, "total_time": pytest.approx(1800.0)}
     assert "iqm" not in results["cells"]["door-open"]["ours"]
     assert results["all_tasks"]["ours"]["num_seeds"] == 0  # no ours run on door-open: no aggregate
     assert results["all_tasks"]["env"]["seeds"] == [0]  # the seed done on every task
@@ -137,6 +138,7 @@ def test_report_files_and_json_round_trip(sweep_dir):
     assert "| task | ours | env |" in md and "| reach | 0.50 [" in md and "(3 seeds) |" in md
     assert "| **all tasks** | 0.48 [" in md  # IQM 0.475
     assert "## Wall time per run" in md and "| reach | 1.00 | 1.00 |" in md
+    assert "| reach | ours | 0.20 (env 200) | 0.50 (env 500) | 0.80 (env 800) |" in md  # the dense return beside
     first = (sweep_dir / "results.json").read_bytes()
     report(sweep_dir, reps=REPS)
     assert (sweep_dir / "results.json").read_bytes() == first  # seeded bootstrap: the same numbers

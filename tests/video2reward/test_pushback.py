@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 
@@ -72,3 +73,29 @@ def test_refiner_state_round_trip(tmp_path):
     other.load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
     a, b = refiner.expert_triplets(4), other.expert_triplets(4)
     assert torch.equal(a[0], b[0])
+
+
+def test_head_only_pushback_trains_the_head_alone_and_still_pushes_back():
+    torch.manual_seed(0)
+    model = ProgressModel("convnet", image_size=S, amp=False, channels_last=False)
+    refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
+                                                                    replay_batch_size=8, params="head"), seed=0)
+    assert refiner.frozen_features and not PushBackRefiner(model, expert_dataset()).frozen_features
+    encoder = {k: v.clone() for k, v in model.model.state_dict().items()}
+    head = [p.detach().clone() for p in model.head_parameters()]
+    rng = np.random.default_rng(1)
+    agent = [torch.as_tensor(rng.integers(0, 256, (8, 3, S, S), dtype=np.uint8)) for _ in range(3)]
+    with torch.no_grad():
+        model.fc_mu.bias.fill_(2.0 - model.predict(*agent).loc.mean().item())
+    features = model.encode(agent[1])
+    start = model.predict(*agent).loc.mean()
+    for _ in range(15):
+        metrics = refiner.update(*agent)
+    assert not model.training and all(np.isfinite(v) for v in metrics.values())
+    for k, v in model.model.state_dict().items():  # weights and BatchNorm statistics alike
+        assert torch.equal(v, encoder[k]), k
+    torch.testing.assert_close(model.encode(agent[1]), features)
+    assert any(not torch.equal(p, q) for p, q in zip(model.head_parameters(), head))
+    assert model.predict(*agent).loc.mean() < start - 0.05
+    with pytest.raises(ValueError, match="params"):
+        RefineConfig(params="encoder")

@@ -173,3 +173,40 @@ def test_wrapper_with_baseline_methods_passes_check_env(method):
     env.reset(seed=1)
     rewards = [env.step(np.ones(2, np.float32))[1] for _ in range(3)]
     assert all(np.isfinite(rewards)) and env.reward.name == method
+
+
+class AddOneHeadOnly(AddOne):
+    """An updater that changes only what comes after the features (push-back with params="head")."""
+
+    frozen_features = True
+
+
+def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
+    model = RedDistance()
+    reward = FrameReward(model, AddOneHeadOnly(model))
+    assert reward.keeps_features and not FrameReward(model, AddOne(model)).keeps_features
+    reward.start_episode(frames(1, 0)[0], frames(1, 1)[0])
+    buf = filled_buffer(episodes=6)
+    batch = buf.sample(8, nstep=3, discount=0.9).to_torch("cpu")
+    before = reward.score_batch(batch)
+    reward.update(batch.init_frame, batch.newest_frame, batch.goal_frame)
+    model.encoded = 0
+    after = reward.score_batch(batch)
+    torch.testing.assert_close(after, before + 1)  # new values, from the features kept since
+    assert model.encoded == 0, "an update that leaves the encoder alone does not cost a re-encode"
+    other = buf.sample(32, nstep=3, discount=0.9).to_torch("cpu")
+    expected = torch.tensor([[value(model, other.window_frames[b, i], other.goal_frame[b]) for i in range(3)]
+                             for b in range(32)])
+    model.encoded = 0
+    torch.testing.assert_close(reward.score_batch(other), expected)
+    assert model.encoded > 0, "frames not seen before are encoded"
+    blob = io.BytesIO()
+    torch.save(reward.state_dict(), blob)
+    blob.seek(0)
+    fresh = RedDistance()
+    restored = FrameReward(fresh, AddOneHeadOnly(fresh))
+    restored.load_state_dict(torch.load(blob, weights_only=False))
+    restored.update(batch.init_frame, batch.newest_frame, batch.goal_frame)  # drops values, keeps features
+    fresh.encoded = 0
+    torch.testing.assert_close(restored.score_batch(batch), before + 2)
+    assert fresh.encoded == 0, "the feature cache is part of the state"
