@@ -53,6 +53,10 @@ def test_state_cpu_preset_composes_and_checks(agent):
     cfg = compose_cfg(f"agent={agent}", "preset=state-cpu", "task=door-open")
     check_config(cfg)
     assert (cfg.obs_type, cfg.agent.hidden_dim, cfg.task_name) == ("state", 256, "door-open")
+    assert (cfg.finetune.params, cfg.online_finetune_every_step) == ("head", 10)
+    assert compose_cfg(f"agent={agent}").finetune.params == "all"  # the paper's refinement elsewhere
     assert compose_cfg(f"agent={agent}").obs_type == "pixels"
     with pytest.raises(ValueError, match="obs_type"):
         check_config(compose_cfg("obs_type=joints"))
+    with pytest.raises(ValueError, match="finetune.params"):
+        check_config(compose_cfg("finetune.params=encoder"))

@@ -64,6 +64,17 @@ class AddOne:
         self.calls = state["calls"]
 
 
+def restored_copy(reward, updater_cls):
+    """A new ``FrameReward`` on a fresh ``RedDistance`` loaded from ``reward``'s saved state."""
+    blob = io.BytesIO()
+    torch.save(reward.state_dict(), blob)
+    blob.seek(0)
+    fresh = RedDistance()
+    restored = FrameReward(fresh, updater_cls(fresh))
+    restored.load_state_dict(torch.load(blob, weights_only=False))
+    return restored
+
+
 def value(model, frame, goal):
     f = model.encode(torch.stack([torch.as_tensor(frame), torch.as_tensor(goal)]))
     return float(model.reward_from_features(f[:1], f[:1], f[1:]))
@@ -134,12 +145,8 @@ def test_online_update_refreshes_every_cache_and_resumes_exactly():
     assert reward.update(batch.init_frame, batch.newest_frame, batch.goal_frame) == {"calls": 1.0}
     assert reward.step(init).reward == pytest.approx(before_step + 1)
     torch.testing.assert_close(reward.score_batch(batch), before_batch + 1)
-    blob = io.BytesIO()
-    torch.save(reward.state_dict(), blob)
-    blob.seek(0)
-    fresh = RedDistance()
-    restored = FrameReward(fresh, AddOne(fresh))
-    restored.load_state_dict(torch.load(blob, weights_only=False))
+    restored = restored_copy(reward, AddOne)
+    fresh = restored.model
     assert restored.updater.calls == 1 and float(fresh.offset) == 1.0
     fresh.encoded = 0
     torch.testing.assert_close(restored.score_batch(batch), before_batch + 1)
@@ -200,12 +207,8 @@ def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
     model.encoded = 0
     torch.testing.assert_close(reward.score_batch(other), expected)
     assert model.encoded > 0, "frames not seen before are encoded"
-    blob = io.BytesIO()
-    torch.save(reward.state_dict(), blob)
-    blob.seek(0)
-    fresh = RedDistance()
-    restored = FrameReward(fresh, AddOneHeadOnly(fresh))
-    restored.load_state_dict(torch.load(blob, weights_only=False))
+    restored = restored_copy(reward, AddOneHeadOnly)
+    fresh = restored.model
     restored.update(batch.init_frame, batch.newest_frame, batch.goal_frame)  # drops values, keeps features
     fresh.encoded = 0
     torch.testing.assert_close(restored.score_batch(batch), before + 2)
