@@ -95,8 +95,9 @@ def test_drawer_open_smoke_from_drm_dir(tmp_path):
 
 
 def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
-    """obs_type=state: the agent sees Meta-World's 39-d state, the reward (with push-back) still
-    scores rendered frames; a run stopped at 60 frames and continued equals a straight run."""
+    """obs_type=state: the agent sees Meta-World's 39-d state, the reward (with push-back on the head,
+    as preset=state-cpu) still scores rendered frames; a run stopped at 60 frames and continued equals
+    a straight run."""
     common = ["task=drawer-open", "obs_type=state", "num_seed_frames=60", "eval_every_frames=60",
               "num_eval_episodes=1", "episode_length=15", "batch_size=8", "agent.hidden_dim=32",
               "agent.num_expl_steps=30", "log_every_frames=30", "snapshot_every_frames=30",
@@ -104,7 +105,7 @@ def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
               f"reward.checkpoint={tmp_path / 'mw.pth'}", "reward.pretrain_if_missing=true",
               f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[drawer-open]", "demos.num_train=1",
               "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
-              "num_threads=1", "save_video=false", "image_size=84"]
+              "num_threads=1", "save_video=false", "image_size=84", "finetune.params=head"]
     half, _ = train(tmp_path, "resumed", *common, "num_train_frames=60")
     snap = torch.load(half / "snapshot.pt", weights_only=True)
     assert snap["agent"]["encoder"]["net.0.weight"].shape[1] == 39  # the state MLP, not the conv encoder
@@ -118,6 +119,10 @@ def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
     for key in ("success_rate", "episode_reward", "episode_env_reward"):
         assert [r[key] for r in a] == [r[key] for r in b], key
     assert any(r.get("refine_expert_loss") for r in rows(straight / "train.csv"))
+    pretrained = load_reward_model(tmp_path / "mw.pth").state_dict()
+    refined = torch.load(straight / "snapshot.pt", weights_only=True)["reward_model"]["state_dict"]
+    assert all(torch.equal(v, pretrained[k]) for k, v in refined.items() if k.startswith("model."))  # encoder frozen
+    assert not all(torch.equal(v, pretrained[k]) for k, v in refined.items() if k.startswith("fc_mu."))
 
 
 @pytest.mark.slow
