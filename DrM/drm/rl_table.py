@@ -464,7 +464,7 @@ def _seed_cell(run: dict[str, Any] | None) -> str:
     if not run["done"]:
         return f"not done ({run['last_eval_frame']} frames)" if run["last_eval_frame"] is not None else "not done"
     env = run.get("env_return")
-    return f"{run['success_rate']:.2f}" + ("" if env is None or env != env else f" (env {env:.0f})")
+    return f"{run['success_rate']:.2f}" + ("" if env is None or math.isnan(env) else f" (env {env:.0f})")
 
 
 def _wall_time(entry: dict[str, Any]) -> str:

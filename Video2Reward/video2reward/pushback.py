@@ -92,7 +92,7 @@ class PushBackRefiner(OnlineUpdater):
         return self.config.params == "head"
 
     def trained_parameters(self, model: Any) -> Any:
-        return model.head_parameters() if self.config.params == "head" else model.parameters()
+        return model.head_parameters() if self.frozen_features else model.parameters()
 
     def expert_triplets(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(frames (n, 3, 3, S, S), label mean (n,), label std (n,))``: fixed endpoints (first and
@@ -158,7 +158,7 @@ class PushBackRefiner(OnlineUpdater):
     def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
         """One refinement step; ``init``/``current``/``goal`` are uint8 ``(B, 3, S, S)`` agent frames."""
         cfg = self.config
-        outputs = self._head_outputs if cfg.params == "head" else self._full_outputs
+        outputs = self._head_outputs if self.frozen_features else self._full_outputs
         try:
             mu, sigma, label_mu, label_std, n_exp = outputs(init, current, goal)
             device = mu.device

@@ -265,14 +265,20 @@ class FrameReward(RewardFunction):
         if episodes is None:
             f = self.model.encode(torch.cat([init, goal, current]))
             return self.values(f[:b], f[2 * b:], f[b:2 * b])
-        ids = [int(e) for e in torch.as_tensor(episodes).tolist()]
+        pairs = self._endpoint_features(torch.as_tensor(episodes).tolist(), lambda i: (init[i], goal[i]))
+        return self.values(pairs[:, 0], self.model.encode(current), pairs[:, 1])
+
+    def _endpoint_features(self, episodes: list[int], endpoints: Any) -> torch.Tensor:
+        """``(B, 2, D)`` init/goal features of replay ``episodes``, kept per episode; ``endpoints(rows)``
+        gives the uint8 init and goal frames of those batch rows, asked only for episodes not kept."""
+        ids = [int(e) for e in episodes]
         first = {e: i for i, e in reversed(list(enumerate(ids)))}  # one sample per episode
         new = [i for e, i in first.items() if e not in self._episode_features]
-        f = self.model.encode(torch.cat([init[new], goal[new], current]))
-        for j, i in enumerate(new):
-            self._episode_features[ids[i]] = torch.stack([f[j], f[len(new) + j]])
-        pairs = torch.stack([self._episode_features[e] for e in ids])
-        return self.values(pairs[:, 0], f[2 * len(new):], pairs[:, 1])
+        if new:
+            f = self.model.encode(torch.cat(endpoints(torch.as_tensor(new))))
+            for j, i in enumerate(new):
+                self._episode_features[ids[i]] = torch.stack([f[j], f[len(new) + j]])
+        return torch.stack([self._episode_features[e] for e in ids])
 
     def cached_values(self, init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
                       episodes: torch.Tensor | np.ndarray, first_steps: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -313,15 +319,8 @@ class FrameReward(RewardFunction):
             if len(self._frame_features) + len(new) > self.MAX_CACHED_FEATURES:
                 self._frame_features.clear()
             self._frame_features.update((keys[i], f) for i, f in zip(new, f_new))
-        first = {int(e): i for i, e in reversed(list(enumerate(episodes)))}  # one sample per episode
-        todo = [i for e, i in first.items() if e not in self._episode_features]
-        if todo:
-            f = self.model.encode(torch.cat([init[rows[todo]], goal[rows[todo]]]))
-            for j, i in enumerate(todo):
-                self._episode_features[int(episodes[i])] = torch.stack([f[j], f[len(todo) + j]])
-        f_cur = torch.stack([self._frame_features[key] for key in keys])
-        pairs = torch.stack([self._episode_features[int(e)] for e in episodes])
-        return self.values(pairs[:, 0], f_cur, pairs[:, 1])
+        pairs = self._endpoint_features(episodes, lambda i: (init[rows[i]], goal[rows[i]]))
+        return self.values(pairs[:, 0], torch.stack([self._frame_features[key] for key in keys]), pairs[:, 1])
 
     def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
         if self.relabel == "stored":
