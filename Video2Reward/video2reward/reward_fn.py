@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .frame_table import FrameTable
 from .model import ProgressModel, autocast
 
 RELABEL_MODES = ("window", "paper", "stored")
@@ -72,7 +73,8 @@ class ReplayWindow(Protocol):
 
     init_frame: torch.Tensor  # (B, 3, S, S) uint8
     goal_frame: torch.Tensor  # (B, 3, S, S) uint8
-    window_frames: torch.Tensor | None  # (B, n, 3, S, S) uint8: o_{t+1} .. o_{t+n}
+    window_frames: Any  # (B, n, 3, S, S) uint8: o_{t+1} .. o_{t+n}; a tensor, or anything with ``shape``
+    #                    whose ``[rows, cols]`` gives those frames as a tensor (drm's FrameWindow)
     episode: torch.Tensor  # (B,) replay episode ids
     step: torch.Tensor  # (B,) t
 
@@ -167,8 +169,8 @@ class FrameReward(RewardFunction):
     run, and a refresh drops only the values, which the head recomputes from them cheaply.
     """
 
-    MAX_CACHED_VALUES = 4_000_000  # bound on the per-frame value cache (dropped whole beyond it)
-    MAX_CACHED_FEATURES = 1_000_000  # bound on the per-frame feature cache (frozen encoder only)
+    MAX_CACHED_VALUES = 4_000_000  # slots of the per-frame value table (dropped whole beyond it)
+    MAX_CACHED_FEATURES = 1_000_000  # slots of the per-frame feature table (frozen encoder only)
 
     def __init__(self, model: Any, updater: Any = None, relabel: str = "window", name: str | None = None) -> None:
         if relabel not in RELABEL_MODES:
@@ -188,8 +190,8 @@ class FrameReward(RewardFunction):
         self._f_goal: torch.Tensor | None = None
         self._last_value: float | None = None  # "difference": value of the previous frame
         self._episode_features: dict[int, torch.Tensor] = {}  # replay episode -> (2, D) init/goal features
-        self._values: dict[tuple[int, int], float] = {}  # (replay episode, step) -> value
-        self._frame_features: dict[tuple[int, int], torch.Tensor] = {}  # (replay episode, step) -> (D,)
+        self._values = FrameTable(self.MAX_CACHED_VALUES)  # (replay episode, step) -> value, on the CPU
+        self._frame_features = FrameTable(self.MAX_CACHED_FEATURES)  # (replay episode, step) -> (D,)
 
     @property
     def image_size(self) -> int:
@@ -287,40 +289,50 @@ class FrameReward(RewardFunction):
 
         A frame's value depends only on the weights and its episode's init/goal frames, so it is
         kept per (episode, step) until :meth:`refresh`: only frames not scored since the last model
-        change are encoded. The values are the ones :meth:`score` computes.
+        change are looked at (``frames`` may gather lazily: it is indexed at those only). The values
+        are the ones :meth:`score` computes.
         """
         b, m = frames.shape[:2]
-        eps = torch.as_tensor(episodes).tolist()
-        keys = [(int(e), int(t) + i) for e, t in zip(eps, torch.as_tensor(first_steps).tolist()) for i in range(m)]
-        last = dict(zip(keys, range(len(keys))))  # one position per distinct frame
-        missing = [j for key, j in last.items() if key not in self._values]
-        if missing:
-            rows = torch.as_tensor([j // m for j in missing])
-            cols = torch.as_tensor([j % m for j in missing])
+        eps = torch.as_tensor(episodes).to("cpu", torch.int64)
+        ep_keys = eps[:, None].expand(b, m).reshape(-1)
+        step_keys = (torch.as_tensor(first_steps).to("cpu", torch.int64)[:, None] + torch.arange(m)).reshape(-1)
+        out, found = self._values.get(ep_keys, step_keys)
+        if out is None:
+            out = torch.zeros(b * m)
+        if not bool(found.all()):
+            missing = (~found).nonzero().squeeze(1)
+            flat = ep_keys[missing] * (int(step_keys.max()) + 1) + step_keys[missing]
+            distinct, inverse = torch.unique(flat, return_inverse=True)  # score each distinct frame once
+            first = torch.full((len(distinct),), len(flat)).scatter_reduce_(0, inverse, torch.arange(len(flat)), "amin")
+            pick = missing[first]
+            rows, cols = pick // m, pick % m
             if self.keeps_features:
-                scored = self._score_keeping_features([keys[j] for j in missing], rows, cols, init, frames, goal,
-                                                      [eps[r] for r in rows.tolist()])
+                scored = self._score_keeping_features(ep_keys[pick], step_keys[pick], rows, cols, init, frames, goal,
+                                                      eps[rows].tolist())
             else:
-                scored = self.score(init[rows], frames[rows, cols], goal[rows], torch.as_tensor(eps)[rows])
-            if len(self._values) + len(missing) > self.MAX_CACHED_VALUES:
-                self._values.clear()
-            self._values.update(zip((keys[j] for j in missing), scored.tolist()))
-        out = torch.tensor([self._values[key] for key in keys], dtype=torch.float32, device=init.device)
-        return out.view(b, m)
+                scored = self.score(init[rows], torch.as_tensor(frames[rows, cols]).to(init.device), goal[rows],
+                                    eps[rows])
+            scored = scored.float().cpu()
+            self._values.put(ep_keys[pick], step_keys[pick], scored)
+            out[missing] = scored[inverse]
+        return out.view(b, m).to(init.device)
 
-    def _score_keeping_features(self, keys: list[tuple[int, int]], rows: torch.Tensor, cols: torch.Tensor,
-                                init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
+    def _score_keeping_features(self, ep_keys: torch.Tensor, step_keys: torch.Tensor, rows: torch.Tensor,
+                                cols: torch.Tensor, init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
                                 episodes: list[int]) -> torch.Tensor:
-        """:meth:`score` of ``frames[rows, cols]`` (named by ``keys``, of replay ``episodes``) for a frozen
-        encoder: only frames and episode endpoints without kept features are gathered and encoded."""
-        new = [i for i, key in enumerate(keys) if key not in self._frame_features]
-        if new:
-            f_new = self.model.encode(frames[rows[new], cols[new]])
-            if len(self._frame_features) + len(new) > self.MAX_CACHED_FEATURES:
-                self._frame_features.clear()
-            self._frame_features.update((keys[i], f) for i, f in zip(new, f_new))
+        """:meth:`score` of ``frames[rows, cols]`` (replay frames ``(ep_keys, step_keys)``, of replay
+        ``episodes``) for a frozen encoder: only frames and episode endpoints without kept features
+        are gathered and encoded."""
+        feats, have = self._frame_features.get(ep_keys, step_keys)
+        if not bool(have.all()):
+            new = (~have).nonzero().squeeze(1)
+            f_new = self.model.encode(torch.as_tensor(frames[rows[new], cols[new]]).to(init.device))
+            self._frame_features.put(ep_keys[new], step_keys[new], f_new)
+            if feats is None:
+                feats = f_new.new_zeros((len(have), *f_new.shape[1:]))
+            feats[new.to(feats.device)] = f_new.to(feats.dtype)
         pairs = self._endpoint_features(episodes, lambda i: (init[rows[i]], goal[rows[i]]))
-        return self.values(pairs[:, 0], torch.stack([self._frame_features[key] for key in keys]), pairs[:, 1])
+        return self.values(pairs[:, 0], feats, pairs[:, 1])
 
     def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
         if self.relabel == "stored":
@@ -328,8 +340,11 @@ class FrameReward(RewardFunction):
         if self.relabel == "paper":
             return self.score(batch.init_frame, batch.oldest_frame, batch.goal_frame, batch.episode).unsqueeze(1)
         if self.kind == "difference":  # values of o_t .. o_{t+n}, rewards their differences
-            frames = torch.cat([batch.newest_frame.unsqueeze(1), batch.window_frames], dim=1)
-            values = self.cached_values(batch.init_frame, frames, batch.goal_frame, batch.episode, batch.step)
+            values = torch.cat([
+                self.cached_values(batch.init_frame, batch.newest_frame.unsqueeze(1), batch.goal_frame, batch.episode,
+                                   batch.step),
+                self.cached_values(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
+                                   torch.as_tensor(batch.step) + 1)], dim=1)
             return values[:, 1:] - values[:, :-1]
         return self.cached_values(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
                                   torch.as_tensor(batch.step) + 1)
@@ -347,17 +362,17 @@ class FrameReward(RewardFunction):
         """The model's weights, the updater's state and the caches, so that a resumed run scores
         exactly as the uninterrupted one (encoding a different batch can change the last bits)."""
         eps = sorted(self._episode_features)
-        keys = list(self._values)
+        value_keys, values = self._values.items()
+        feature_keys, features = self._frame_features.items()
         return {"model": self.model.state_dict(),
                 "updater": None if self.updater is None else self.updater.state_dict(),
                 "feature_episodes": torch.tensor(eps, dtype=torch.int64),
                 "features": torch.stack([self._episode_features[e].cpu() for e in eps]) if eps
                 else torch.zeros(0, 2, 0),
-                "value_keys": torch.tensor(keys, dtype=torch.int64).view(-1, 2),
-                "values": torch.tensor([self._values[k] for k in keys], dtype=torch.float64),
-                "frame_feature_keys": torch.tensor(list(self._frame_features), dtype=torch.int64).view(-1, 2),
-                "frame_features": torch.stack([f.cpu() for f in self._frame_features.values()])
-                if self._frame_features else torch.zeros(0, 0),
+                "value_keys": value_keys,
+                "values": torch.zeros(0, dtype=torch.float64) if values is None else values.double(),
+                "frame_feature_keys": feature_keys,
+                "frame_features": torch.zeros(0, 0) if features is None else features,
                 "last_value": self._last_value}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -368,12 +383,9 @@ class FrameReward(RewardFunction):
         device = self.model.device
         self._episode_features = {int(e): f.to(device)
                                   for e, f in zip(state.get("feature_episodes", []), state.get("features", []))}
-        keys, values = state.get("value_keys"), state.get("values")
-        self._values = {} if keys is None else {(int(e), int(t)): float(v)
-                                                for (e, t), v in zip(keys.tolist(), values.tolist())}
-        keys, feats = state.get("frame_feature_keys"), state.get("frame_features")
-        self._frame_features = {} if keys is None else {(int(e), int(t)): f.to(device)
-                                                        for (e, t), f in zip(keys.tolist(), feats)}
+        values = state.get("values")
+        self._values.load(state.get("value_keys"), None if values is None else values.float())
+        self._frame_features.load(state.get("frame_feature_keys"), state.get("frame_features"), device)
         self._last_value = state.get("last_value")
 
 

@@ -207,3 +207,20 @@ def test_states_persist_through_segments_and_state_dict(tmp_path):
     np.testing.assert_array_equal(buf.sample(6, 2, 0.9).obs, twin.sample(6, 2, 0.9).obs)
     with pytest.raises(ValueError, match="mismatch"):
         ReplayBuffer(30, (3, 4, 4), (2,)).load_state_dict(buf.state_dict())
+
+
+def test_window_frames_gather_only_what_is_indexed():
+    buffer = ReplayBuffer(100, (3, S, S), (2,), rng=0)
+    fill(buffer, episodes=3, length=8)
+    batch = buffer.sample(6, nstep=3, discount=0.9)
+    full = np.asarray(batch.window_frames)
+    assert full.shape == batch.window_frames.shape == (6, 3, 3, S, S)
+    for row in range(6):
+        e, t = int(batch.episode[row]), int(batch.step[row])
+        assert codes(full[row]).tolist() == [code(e, t + j) for j in (1, 2, 3)]
+    tb = batch.to_torch("cpu")
+    rows, cols = torch.tensor([4, 0, 4]), torch.tensor([2, 1, 0])
+    picked = tb.window_frames[rows, cols]  # torch indices, a tensor back: only these three frames
+    assert isinstance(picked, torch.Tensor) and picked.dtype == torch.uint8 and picked.shape == (3, 3, S, S)
+    assert torch.equal(picked, torch.from_numpy(full[[4, 0, 4], [2, 1, 0]]))
+    assert torch.equal(tb.window_frames[:, -1], tb.next_obs[:, -3:])  # o_{t+n} is next_obs's newest frame

@@ -126,7 +126,7 @@ def test_difference_reward_is_the_change_of_value_and_telescopes():
     assert sum(steps) == pytest.approx(value(model, cur[-1], goal) - value(model, init, goal), abs=1e-5)
     batch = filled_buffer().sample(8, nstep=3, discount=0.9).to_torch("cpu")
     per_step = reward.score_batch(batch)
-    window = torch.cat([batch.newest_frame[:, None], batch.window_frames], 1)  # o_t .. o_{t+n}
+    window = torch.cat([batch.newest_frame[:, None], batch.window_frames[:]], 1)  # o_t .. o_{t+n}
     values = torch.tensor([[value(model, window[b, i], batch.goal_frame[b]) for i in range(4)] for b in range(8)])
     torch.testing.assert_close(per_step, values[:, 1:] - values[:, :-1])
     with pytest.raises(ValueError, match="difference"):
