@@ -250,13 +250,14 @@ class Workspace:
         """The reward's online update on agent triplets: the newest frame of a separate replay sample,
         or the oldest stacked frame of the agent's update ``batch`` (``finetune.agent_frames``)."""
         with self.timers("refine"):
+            keys = {}
             if batch is None:
                 batch = self.replay.sample(self.cfg.finetune.replay_batch_size, 1, 1.0, window=False)
-                current = batch.newest_frame
+                current, keys = batch.newest_frame, {"episodes": batch.episode, "steps": batch.step}
             else:
                 current = batch.oldest_frame
             metrics = self.reward.update(torch.as_tensor(batch.init_frame), torch.as_tensor(current),
-                                         torch.as_tensor(batch.goal_frame))
+                                         torch.as_tensor(batch.goal_frame), **keys)
         meters.update(metrics)
 
     def train(self) -> dict[str, float]:

@@ -131,15 +131,18 @@ class PushBackRefiner(OnlineUpdater):
             std = torch.round(std, decimals=3)
         return traj, idx, mean, std
 
-    def _head_outputs(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor
+    def _head_outputs(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+                      agent_features: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """``params="head"``: (mu, sigma) of expert then agent triplets from fixed features, labels."""
+        """``params="head"``: (mu, sigma) of expert then agent triplets from fixed features, labels;
+        the agent frames are encoded unless their ``(B, 3, D)`` features are given."""
         if self._expert_features is None:
             self._expert_features = self.model.encode(torch.from_numpy(np.array(self.expert.frames)))
         traj, idx, label_mu, label_std = self._expert_triplet_indices(self.config.expert_batch_size)
         expert = self._expert_features[torch.as_tensor(self.expert.starts)[traj][:, None] + idx]  # (E, 3, D)
-        agent = self.model.encode(torch.cat([init, current, goal])).view(3, init.shape[0], -1).transpose(0, 1)
-        f = torch.cat([expert, agent])
+        agent = agent_features if agent_features is not None else \
+            self.model.encode(torch.cat([init, current, goal])).view(3, init.shape[0], -1).transpose(0, 1)
+        f = torch.cat([expert, agent.to(expert.device, expert.dtype)])
         self.model.train()
         mu, sigma = self.model.head(f[:, 0], f[:, 1], f[:, 2])
         return mu, sigma, label_mu, label_std, expert.shape[0]
@@ -155,12 +158,17 @@ class PushBackRefiner(OnlineUpdater):
             mu, sigma = self.model(triplets[:, 0], triplets[:, 1], triplets[:, 2])
         return mu, sigma, label_mu, label_std, frames.shape[0]
 
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
-        """One refinement step; ``init``/``current``/``goal`` are uint8 ``(B, 3, S, S)`` agent frames."""
+    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+               agent_features: torch.Tensor | None = None) -> dict[str, float]:
+        """One refinement step; ``init``/``current``/``goal`` are uint8 ``(B, 3, S, S)`` agent frames.
+        ``agent_features``: their ``(B, 3, D)`` encoder features, if known (used when the encoder is
+        frozen, ``params="head"``, where they cannot have changed)."""
         cfg = self.config
-        outputs = self._head_outputs if self.frozen_features else self._full_outputs
         try:
-            mu, sigma, label_mu, label_std, n_exp = outputs(init, current, goal)
+            if self.frozen_features:
+                mu, sigma, label_mu, label_std, n_exp = self._head_outputs(init, current, goal, agent_features)
+            else:
+                mu, sigma, label_mu, label_std, n_exp = self._full_outputs(init, current, goal)
             device = mu.device
             expert_loss = progress_kl_loss(mu[:n_exp], sigma[:n_exp], label_mu.to(device), label_std.to(device))
             mu_a, sigma_a = mu[n_exp:], sigma[n_exp:]

@@ -6,7 +6,7 @@ evaluation suite talk to; none of them knows which reward it is::
     reward.start_episode(init_frame, goal_frame)        # at reset: the episode's endpoints
     step = reward.step(frame, env_reward, success)      # every env step -> StepReward(reward, progress, sigma)
     per_step = reward.score_batch(batch)                # relabel a replay batch: (B, n) rewards, or None
-    metrics = reward.update(init, current, goal)        # online update on agent frames ({} if none)
+    metrics = reward.update(init, current, goal[, episodes, steps])  # online update on agent frames ({} if none)
     reward.begin_learning()                             # agent updates start (after the seed phase)
     reward.state_dict() / reward.load_state_dict(state) # everything a resumed run needs
 
@@ -121,8 +121,11 @@ class RewardFunction:
         model, or ``None`` to keep the rewards stored when the steps were collected."""
         return None
 
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
-        """One online update on agent triplets uint8 ``(B, 3, S, S)``; returns its metrics."""
+    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+               episodes: Any = None, steps: Any = None) -> dict[str, float]:
+        """One online update on agent triplets uint8 ``(B, 3, S, S)``; returns its metrics. ``episodes`` /
+        ``steps`` ``(B,)``, when given, name ``current``'s replay frames, so a reward may reuse what it
+        kept for them."""
         return {}
 
     def begin_learning(self) -> None:
@@ -323,16 +326,24 @@ class FrameReward(RewardFunction):
         """:meth:`score` of ``frames[rows, cols]`` (replay frames ``(ep_keys, step_keys)``, of replay
         ``episodes``) for a frozen encoder: only frames and episode endpoints without kept features
         are gathered and encoded."""
+        feats = self._kept_features(ep_keys, step_keys,
+                                    lambda i: torch.as_tensor(frames[rows[i], cols[i]]).to(init.device))
+        pairs = self._endpoint_features(episodes, lambda i: (init[rows[i]], goal[rows[i]]))
+        return self.values(pairs[:, 0], feats, pairs[:, 1])
+
+    def _kept_features(self, ep_keys: torch.Tensor, step_keys: torch.Tensor, frames_at: Any) -> torch.Tensor:
+        """Features ``(N, D)`` of replay frames ``(ep_keys, step_keys)`` from the per-frame table;
+        ``frames_at(positions)`` gives the uint8 frames of the positions not kept, which are encoded
+        and kept."""
         feats, have = self._frame_features.get(ep_keys, step_keys)
         if not bool(have.all()):
             new = (~have).nonzero().squeeze(1)
-            f_new = self.model.encode(torch.as_tensor(frames[rows[new], cols[new]]).to(init.device))
+            f_new = self.model.encode(frames_at(new))
             self._frame_features.put(ep_keys[new], step_keys[new], f_new)
             if feats is None:
                 feats = f_new.new_zeros((len(have), *f_new.shape[1:]))
             feats[new.to(feats.device)] = f_new.to(feats.dtype)
-        pairs = self._endpoint_features(episodes, lambda i: (init[rows[i]], goal[rows[i]]))
-        return self.values(pairs[:, 0], feats, pairs[:, 1])
+        return feats
 
     def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
         if self.relabel == "stored":
@@ -350,10 +361,21 @@ class FrameReward(RewardFunction):
                                   torch.as_tensor(batch.step) + 1)
 
     # ------------------------------------------------------------------ online training
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
+    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+               episodes: Any = None, steps: Any = None) -> dict[str, float]:
+        """The updater's step. With a frozen encoder and the frames' replay keys, the updater gets the
+        kept ``(B, 3, D)`` features of the triplets (``agent_features``) and encodes none of them."""
         if self.updater is None:
             return {}
-        metrics = self.updater.update(init, current, goal)
+        if self.keeps_features and episodes is not None and steps is not None:
+            eps = torch.as_tensor(episodes).to("cpu", torch.int64)
+            f_cur = self._kept_features(eps, torch.as_tensor(steps).to("cpu", torch.int64),
+                                        lambda i: current[i.to(current.device)])
+            pairs = self._endpoint_features(eps.tolist(), lambda i: (init[i], goal[i]))
+            metrics = self.updater.update(init, current, goal,
+                                          agent_features=torch.stack([pairs[:, 0], f_cur, pairs[:, 1]], 1))
+        else:
+            metrics = self.updater.update(init, current, goal)
         self.refresh()  # the cached features and values belong to the old weights
         return metrics
 

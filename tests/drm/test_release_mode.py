@@ -138,8 +138,8 @@ def test_refinement_batch_is_expert_plus_agent_batch():
 
 # ---------------------------------------------------------------------------- (3) oldest vs newest frame
 class _Recorder:
-    def update(self, init, current, goal):
-        self.current = current
+    def update(self, init, current, goal, episodes=None, steps=None):
+        self.current, self.keys = current, (episodes, steps)
         return {}
 
 
@@ -158,11 +158,14 @@ def test_pushback_frame_newest_of_a_replay_sample_or_oldest_of_the_update_batch(
     batch = replay.sample(6, 3, 0.9).to_torch("cpu")
     Workspace._refine(ws, meters, batch)  # released: the update batch, its oldest stacked frame
     assert torch.equal(ws.reward.current, batch.obs[:, :3])
+    assert ws.reward.keys == (None, None)  # the oldest stacked frame: not named by its replay step
     twin = copy.deepcopy(replay)  # draws the same separate sample
     Workspace._refine(ws, meters)  # ours: a separate sample of replay_batch_size, its newest frame
     expected = twin.sample(4, 1, 1.0, window=False)
     assert torch.equal(ws.reward.current, torch.as_tensor(expected.obs[:, -3:]))
     assert not torch.equal(ws.reward.current, torch.as_tensor(expected.obs[:, :3]))
+    np.testing.assert_array_equal(ws.reward.keys[0], expected.episode)  # its replay frames, named
+    np.testing.assert_array_equal(ws.reward.keys[1], expected.step)
 
 
 # ---------------------------------------------------------------------------- (4) optimiser state

@@ -99,3 +99,21 @@ def test_head_only_pushback_trains_the_head_alone_and_still_pushes_back():
     assert model.predict(*agent).loc.mean() < start - 0.05
     with pytest.raises(ValueError, match="params"):
         RefineConfig(params="encoder")
+
+
+def test_head_only_step_from_given_features_is_the_step_from_frames():
+    rng = np.random.default_rng(2)
+    agent = [torch.as_tensor(rng.integers(0, 256, (8, 3, S, S), dtype=np.uint8)) for _ in range(3)]
+    runs = []
+    for given in (False, True):
+        torch.manual_seed(0)
+        model = ProgressModel("convnet", image_size=S, amp=False, channels_last=False)
+        refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
+                                                                        replay_batch_size=8, params="head"), seed=0)
+        features = torch.stack([model.encode(x) for x in agent], 1) if given else None
+        metrics = [refiner.update(*agent, agent_features=features) for _ in range(3)]
+        runs.append((metrics, [p.detach().clone() for p in model.head_parameters()]))
+    (m_frames, p_frames), (m_given, p_given) = runs
+    assert m_frames == m_given
+    for p, q in zip(p_frames, p_given):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)

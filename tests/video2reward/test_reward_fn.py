@@ -187,6 +187,10 @@ class AddOneHeadOnly(AddOne):
 
     frozen_features = True
 
+    def update(self, init, current, goal, agent_features=None):
+        self.agent_features = agent_features
+        return super().update(init, current, goal)
+
 
 def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
     model = RedDistance()
@@ -213,3 +217,24 @@ def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
     fresh.encoded = 0
     torch.testing.assert_close(restored.score_batch(batch), before + 2)
     assert fresh.encoded == 0, "the feature cache is part of the state"
+
+
+def test_a_frozen_encoder_hands_its_kept_features_to_the_updater():
+    model = RedDistance()
+    updater = AddOneHeadOnly(model)
+    reward = FrameReward(model, updater)
+    buf = filled_buffer(episodes=6)
+    batch = buf.sample(8, nstep=3, discount=0.9).to_torch("cpu")
+    reward.score_batch(batch)  # keeps the window frames' features and the episodes' endpoints
+    refine = buf.sample(16, nstep=1, discount=1.0, window=False).to_torch("cpu")
+    model.encoded = 0
+    reward.update(refine.init_frame, refine.newest_frame, refine.goal_frame, refine.episode, refine.step)
+    encoded = model.encoded
+    expected = torch.stack([model.encode(x) for x in (refine.init_frame, refine.newest_frame, refine.goal_frame)], 1)
+    torch.testing.assert_close(updater.agent_features, expected)
+    kept = {(int(e), int(t) + i) for e, t in zip(batch.episode, batch.step) for i in (1, 2, 3)}
+    new_frames = {(int(e), int(t)) for e, t in zip(refine.episode, refine.step)} - kept
+    new_episodes = {int(e) for e in refine.episode} - {int(e) for e in batch.episode}
+    assert encoded == len(new_frames) + 2 * len(new_episodes) < 3 * 16, "what was kept is not encoded again"
+    reward.update(refine.init_frame, refine.newest_frame, refine.goal_frame)  # no keys: the updater encodes
+    assert updater.agent_features is None
