@@ -119,6 +119,12 @@ class Workspace:
                          amp=self.precision.amp, channels_last=self.precision.channels_last)
         self.agent = hydra.utils.instantiate(agent_cfg)
         self.states = cfg.obs_type == "state"  # the agent sees states; frames are for the reward
+        # A reward that reads no frames (env, sparse) with a state policy: nothing needs a rendered
+        # frame on training steps, nor the expert's goal rollout (eval still renders for its video).
+        self.reads_frames = self.reward.image_size is not None
+        if self.states and not self.reads_frames:
+            self.train_env.render_frames = False
+            self.eval_env.render_frames = bool(cfg.save_video)
         self.replay = ReplayBuffer(cfg.replay_buffer_size, (3, cfg.image_size, cfg.image_size), action_shape,
                                    frame_stack=cfg.frame_stack, rng=cfg.seed,
                                    state_shape=obs_shape if self.states else None)
@@ -165,7 +171,11 @@ class Workspace:
     def _begin(self, env, init: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Fix the episode's init frame and render its goal (the expert finishes the episode from the
         env's current state): at reset, or after the first action (``first_frame``, as released).
-        Returns (init frame, goal frame, expert reached the goal)."""
+        Returns (init frame, goal frame, expert reached the goal); a reward that reads no frames with
+        a state policy gets no goal frame (``None``, stored as zeros) and ``nan`` for the expert."""
+        if self.states and not self.reads_frames:
+            self.reward.start_episode(init, init)
+            return init, None, math.nan
         goal, expert_success = env.goal_frame()
         self.reward.start_episode(init, goal)
         return init, goal, expert_success

@@ -195,3 +195,46 @@ def test_state_observations_keep_frames_for_the_reward(task, dim):
         make_env(task, obs_type="joints")
     env.close()
     pixels.close()
+
+
+def test_fast_scene_without_reflections_keeps_every_pixel():
+    """``fast`` turns MuJoCo's reflection pass off: a real saving, and no pixel of any task moves."""
+    from drm.envs.metaworld_env import configure_scene
+    rng = np.random.default_rng(0)
+    for task in MW_TASKS:
+        env = make_env(task, seed=1, episode_length=4)
+        env.reset(seed=2)
+        for _ in range(3):
+            env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+        mw = env.unwrapped_mw
+        flags = env._renderer.scene.flags
+        assert flags[mujoco.mjtRndFlag.mjRND_REFLECTION] == 0, task
+        fast = env._render_rgb().copy()
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 1  # what the renderer drew before
+        env._renderer.update_scene(mw.data, camera=env._camera_id)
+        with_reflections = env._render_rgb()
+        np.testing.assert_array_equal(fast, with_reflections, err_msg=task)
+        configure_scene(env._renderer, "default")  # default leaves the model's own flags alone
+        assert flags[mujoco.mjtRndFlag.mjRND_REFLECTION] == 1
+        env.close()
+
+
+def test_state_env_without_frames_renders_nothing():
+    env = make_env("drawer-open", seed=3, image_size=32, episode_length=3, obs_type="state")
+    twin = make_env("drawer-open", seed=3, image_size=32, episode_length=3, obs_type="state")
+    env.render_frames = False
+    calls = []
+    env._render_rgb = lambda: calls.append(1)  # would fail the test's frames check if called
+    obs, info = env.reset(seed=3)
+    twin_obs, _ = twin.reset(seed=3)
+    np.testing.assert_array_equal(obs, twin_obs)  # the same simulation
+    action = np.full(4, 0.3, np.float32)
+    obs, reward, _, _, info = env.step(action)
+    twin_obs, twin_reward, _, _, _ = twin.step(action)
+    np.testing.assert_array_equal(obs, twin_obs)
+    assert reward == twin_reward and not calls
+    assert info["frame"].shape == (3, 32, 32) and not info["frame"].any()
+    pixels = make_env("reach", seed=0, episode_length=2)
+    with pytest.raises(ValueError, match="obs_type='state'"):
+        pixels.render_frames = False
+    env.close(), twin.close(), pixels.close()

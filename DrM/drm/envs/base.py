@@ -40,7 +40,9 @@ class PixelEnv(gym.Env):
 
     ``obs_type="state"``: observations are the simulator's low-dimensional state ``(D,)`` float32
     instead (Meta-World's 39-d observation; the toy's position and goal); frames are still rendered
-    every step and returned in ``info["frame"]`` for the reward.
+    every step and returned in ``info["frame"]`` for the reward, unless :attr:`render_frames` is
+    switched off (a reward that reads no frames): ``info["frame"]`` is then a black frame and
+    nothing is rendered.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -75,6 +77,19 @@ class PixelEnv(gym.Env):
         self._goal: tuple[np.ndarray, bool] | None = None
         self._actions: list[np.ndarray] = []  # this episode's actions, replayed by the goal rollout
         self._twin: PixelEnv | None = None
+        self._render_frames = True
+        self._blank: np.ndarray | None = None
+
+    @property
+    def render_frames(self) -> bool:
+        """Whether steps render frames (always for pixel observations; a state env may skip them)."""
+        return self._render_frames
+
+    @render_frames.setter
+    def render_frames(self, on: bool) -> None:
+        if not on and self.obs_type == "pixels":
+            raise ValueError("render_frames=False needs obs_type='state': pixel observations are frames")
+        self._render_frames = bool(on)
 
     # ---- what a concrete env provides -------------------------------------------------------
     def _sample_placement(self, rng: np.random.Generator) -> np.ndarray:
@@ -209,7 +224,13 @@ class PixelEnv(gym.Env):
         return reward, success
 
     def _observe(self) -> np.ndarray:
-        """Render the current scene; keep it for ``render()``; return it channels first."""
+        """Render the current scene (a black frame when :attr:`render_frames` is off); keep it for
+        ``render()``; return it channels first."""
+        if not self._render_frames:
+            if self._blank is None:
+                self._blank = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+            self._frame = self._blank
+            return np.zeros((3, self.image_size, self.image_size), np.uint8)
         self._frame = self._render_rgb()
         return np.ascontiguousarray(self._frame.transpose(2, 0, 1))
 
