@@ -14,6 +14,7 @@ the traceback).
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 
@@ -32,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     stats.add_argument("--bootstrap_seed", type=int, default=0, help="seed of the bootstrap (same files, same CIs)")
     run = sub.add_parser("run", parents=[stats], help="run the sweep's missing cells, then report")
     run.add_argument("--tasks", nargs="+", required=True)
-    run.add_argument("--reward_models", nargs="+", required=True, choices=REWARD_MODELS)
+    run.add_argument("--reward_models", nargs="+", required=True,
+                     help=f"rows: {', '.join(REWARD_MODELS)}, or the label of a --variant")
+    run.add_argument("--variant", nargs="+", action="append", default=[], metavar="LABEL REWARD_MODEL [KEY=VALUE",
+                     help="a row of its own: LABEL REWARD_MODEL KEY=VALUE..., e.g. --variant ours_delta ours "
+                          "reward.form=delta (repeat for more); list LABEL in --reward_models")
     run.add_argument("--seeds", nargs="+", type=int, required=True)
     run.add_argument("--frames", type=int, required=True, help="num_train_frames of every run: the budget")
     run.add_argument("--parallel", type=int, default=1, help="runs at a time")
@@ -61,6 +66,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 p.error(f"--extra takes key=value overrides, got {override!r}")
             if key in SWEEP_KEYS:
                 p.error(f"--extra {override!r}: {key} is set by the sweep for each run")
+        variants = {}
+        for spec in args.variant:
+            if len(spec) < 2 or spec[1] not in REWARD_MODELS or not all("=" in o for o in spec[2:]):
+                p.error(f"--variant {' '.join(spec)}: want LABEL REWARD_MODEL [KEY=VALUE ...] with REWARD_MODEL one "
+                        f"of {', '.join(REWARD_MODELS)}")
+            if spec[0] in REWARD_MODELS or not re.fullmatch(r"[\w.+-]+", spec[0]):
+                p.error(f"--variant label {spec[0]!r}: want a new name of letters, digits, _ . + -")
+            for override in spec[2:]:
+                if override.split("=", 1)[0].lstrip("+~") in SWEEP_KEYS:
+                    p.error(f"--variant {spec[0]}: {override.split('=', 1)[0]} is set by the sweep for each run")
+            variants[spec[0]] = spec[1:]
+        args.variants = variants
+        unknown = [r for r in args.reward_models if r not in REWARD_MODELS and r not in variants]
+        if unknown:
+            p.error(f"--reward_models {' '.join(unknown)}: not one of {', '.join(REWARD_MODELS)} nor a --variant label")
         args.reward_models = list(dict.fromkeys(args.reward_models))
         args.seeds = list(dict.fromkeys(args.seeds))
     return args
@@ -72,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     with one_line_errors():
         failed = []
         if args.command == "run":
-            sweep = Sweep(args.tasks, args.reward_models, args.seeds, args.frames, args.extra)
+            sweep = Sweep(args.tasks, args.reward_models, args.seeds, args.frames, args.extra, args.variants)
             train_cmd = shlex.split(args.train_cmd) if args.train_cmd else None
             failed = run_sweep(args.out, sweep, args.parallel, args.threads_per_run, train_cmd)
         results = report(args.out, args.frames, args.reps, args.bootstrap_seed)

@@ -19,7 +19,7 @@ from video2reward.pushback import CROPS
 from video2reward.pushback import PARAMS as REFINE_PARAMS
 
 from .envs import OBS_TYPES, RENDER_QUALITIES, TASKS
-from .rewards import RELABEL_MODES, REWARD_MODELS
+from .rewards import ENV_REWARDS, RELABEL_MODES, REWARD_FORMS, REWARD_MODELS
 
 # agent frames of a push-back step: the newest frame of a separate replay sample, or the oldest stacked
 # frame of the agent's update batch (released); the workspace picks them
@@ -41,12 +41,13 @@ _MIN_INT = {  # integer keys and their smallest allowed value
     "demos.num_train": 1, "demos.num_test": 0, "demos.seed": 0, "pretrain.steps": 1, "pretrain.batch_size": 1,
     "pretrain.image_size": 8, "pretrain.shift_pixels": 0, "pretrain.seed": 0, "agent.hidden_dim": 1,
     "agent.feature_dim": 1, "agent.num_expl_steps": 0, "agent.update_every_steps": 1, "agent.aug_pad": 0,
+    "reward.refresh_budget": 0,
 }
 _POSITIVE = ("agent.lr", "finetune.lr", "pretrain.lr", "agent.critic_target_tau", "agent.stddev_clip")
-_NON_NEGATIVE = ("reward.alpha", "finetune.pushback_weight", "finetune.clip_grad", "finetune.sigma_scale")
+_NON_NEGATIVE = ("reward.alpha", "reward.success_bonus", "finetune.pushback_weight", "finetune.clip_grad", "finetune.sigma_scale")
 _BOOL = ("save_video", "save_snapshot", "online_finetune", "demos.keep_failures", "reward.train_mode",
          "finetune.round_label_std", "finetune.resume_optimizer")
-_CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "render_quality": RENDER_QUALITIES,
+_CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "reward.form": REWARD_FORMS, "render_quality": RENDER_QUALITIES,
             "precision": PRECISIONS, "pretrain.backbone": tuple(BACKBONES), "pretrain.head": tuple(HEAD_INPUTS),
             "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "obs_type": OBS_TYPES,
             "finetune.agent_frames": AGENT_FRAMES,
@@ -123,6 +124,15 @@ def check_config(cfg: DictConfig) -> None:
     flag = _get(c, "reward.pretrain_if_missing")
     if flag is not _MISSING and flag is not None and not isinstance(flag, bool):
         bad("reward.pretrain_if_missing", "null, true or false")
+    if c.get("reward_model") in ENV_REWARDS:
+        for key, default in (("reward.form", "default"), ("reward.success_bonus", 0)):
+            if _get(c, key) not in (_MISSING, default):
+                problems.append(f"{key}={_get(c, key)!r} applies to learned rewards only (reward_model="
+                                f"{c['reward_model']} is the env's own)")
+    if _get(c, "reward.refresh_budget") not in (_MISSING, 0) and c.get("online_finetune") \
+            and _get(c, "finetune.params") != "head":
+        problems.append("reward.refresh_budget > 0 keeps values across refinement steps, which needs "
+                        "finetune.params=head (the encoder frozen)")
     if problems:
         raise ConfigError(f"invalid config (DrM/cfgs/config.yaml + overrides): {'; '.join(problems)}")
 

@@ -225,9 +225,10 @@ class ReplayBuffer:
         return slot
 
     def add_first(self, frame: np.ndarray, init_frame: np.ndarray | None = None,
-                  goal_frame: np.ndarray | None = None, state: np.ndarray | None = None) -> None:
+                  goal_frame: np.ndarray | None = None, state: np.ndarray | None = None) -> tuple[int, int]:
         """Start an episode with its reset frame ``(3, S, S)`` uint8 (and reset state). ``init_frame``
-        defaults to ``frame``; ``goal_frame`` to zeros (env / sparse rewards need none)."""
+        defaults to ``frame``; ``goal_frame`` to zeros (env / sparse rewards need none). Returns the
+        frame's key ``(episode id, 0)``."""
         frame = self._check_frame(frame, "frame")
         state = self._check_state(state)
         init = frame if init_frame is None else self._check_frame(init_frame, "init_frame")
@@ -241,11 +242,13 @@ class ReplayBuffer:
         self._step[slot] = 0
         self._episodes[episode_id] = _Episode(slot, 1, init.copy(), goal.copy())
         self._current = episode_id
+        return episode_id, 0
 
     def add(self, action: np.ndarray, frame: np.ndarray, env_reward: float, success: bool,
-            last: bool = False, state: np.ndarray | None = None) -> None:
+            last: bool = False, state: np.ndarray | None = None) -> tuple[int, int]:
         """Append one agent step: the action taken, the frame (and state) observed after it, the
-        env reward and success flag of that step; ``last=True`` closes the episode."""
+        env reward and success flag of that step; ``last=True`` closes the episode. Returns the
+        frame's key ``(episode id, step)``, as batches name it."""
         if self._current is None:
             raise RuntimeError("add() without an open episode: call add_first() at reset")
         frame = self._check_frame(frame, "frame")
@@ -255,10 +258,12 @@ class ReplayBuffer:
         slot = self._write(frame, action, float(env_reward), bool(success), state)
         self._episode[slot] = self._current
         self._step[slot] = ep.length
+        key = (self._current, ep.length)
         ep.length += 1
         self._num_transitions += 1
         if last:
             self._current = None
+        return key
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:

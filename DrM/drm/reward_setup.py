@@ -231,10 +231,12 @@ def build_reward(cfg: DictConfig, device: torch.device, precision: Precision,
         updater = UPDATERS[method](model, load_expert_demos(cfg, model.image_size), DiscriminatorConfig(
             expert_batch_size=fc.expert_batch_size, crop_scale=tuple(fc.crop_scale), clip_grad=fc.clip_grad),
             amp=precision.amp, seed=cfg.seed)
+    r = cfg.reward
+    options = dict(form=r.get("form", "default"), success_bonus=float(r.get("success_bonus", 0.0)),
+                   refresh_budget=int(r.get("refresh_budget", 0)))
     if method == "progressor":
-        return ProgressReward(model, cfg.reward.alpha, updater, relabel=cfg.reward.relabel,
-                              train_mode=cfg.reward.train_mode)
-    return FrameReward(model, updater, relabel=cfg.reward.relabel, name=method)
+        return ProgressReward(model, r.alpha, updater, relabel=r.relabel, train_mode=r.train_mode, **options)
+    return FrameReward(model, updater, relabel=r.relabel, name=method, **options)
 
 
 def _resume_refine_optimizer(source: str, refiner: PushBackRefiner) -> None:

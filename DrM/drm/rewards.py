@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from video2reward.reward_fn import RELABEL_MODES, RewardFunction
+from video2reward.reward_fn import RELABEL_MODES, REWARD_FORMS, RewardFunction
 
 from .replay_buffer import Batch, discounted_sum
 
@@ -18,7 +18,7 @@ ENV_REWARDS = ("env", "sparse")
 BASELINES = ("tcn", "vip", "hold_r", "hold_c", "rank2reward", "gail")
 REWARD_MODELS = ("ours", *ENV_REWARDS, *BASELINES)
 
-__all__ = ["BASELINES", "ENV_REWARDS", "RELABEL_MODES", "REWARD_MODELS", "relabel", "reward_method"]
+__all__ = ["BASELINES", "ENV_REWARDS", "RELABEL_MODES", "REWARD_FORMS", "REWARD_MODELS", "relabel", "reward_method"]
 
 
 def reward_method(reward_model: str) -> str:

@@ -93,6 +93,13 @@ class Sweep:
     seeds: list[int]
     frames: int                                       # the budget: num_train_frames of every run
     extra: list[str] = field(default_factory=list)    # further train_mw.py overrides, the same for every run
+    # row label -> [reward_model, its own overrides...]: e.g. "ours_delta": ["ours", "reward.form=delta"]
+    variants: dict[str, list[str]] = field(default_factory=dict)
+
+    def overrides(self, row: str) -> list[str]:
+        """``reward_model=...`` and the overrides of the row ``row`` (a reward model, or a variant's label)."""
+        base, *own = self.variants.get(row, [row])
+        return [f"reward_model={base}", *own]
 
     def cells(self) -> list[Cell]:
         return [Cell(t, r, s) for t in self.tasks for r in self.reward_models for s in self.seeds]
@@ -102,8 +109,12 @@ class Sweep:
         tasks or seeds stays in the report)."""
         if old is None:
             return self
+        for label, spec in old.variants.items():
+            if label in self.variants and self.variants[label] != spec:
+                raise RLTableError(f"variant {label!r} was {' '.join(spec)} in this sweep, now "
+                                   f"{' '.join(self.variants[label])}: give the new one another name")
         return Sweep(_union(old.tasks, self.tasks), _union(old.reward_models, self.reward_models),
-                     _union(old.seeds, self.seeds), self.frames, self.extra)
+                     _union(old.seeds, self.seeds), self.frames, self.extra, {**old.variants, **self.variants})
 
     def save(self, root: Path) -> None:
         atomic_write_json(Path(root) / SWEEP_FILE, asdict(self))
@@ -116,7 +127,8 @@ class Sweep:
         try:
             d = json.loads(path.read_text())
             return cls([str(t) for t in d["tasks"]], [str(r) for r in d["reward_models"]],
-                       [int(s) for s in d["seeds"]], int(d["frames"]), [str(e) for e in d.get("extra", [])])
+                       [int(s) for s in d["seeds"]], int(d["frames"]), [str(e) for e in d.get("extra", [])],
+                       {str(k): [str(x) for x in v] for k, v in d.get("variants", {}).items()})
         except (ValueError, KeyError, TypeError) as e:
             raise RLTableError(f"{path}: not a sweep file ({type(e).__name__}: {e})") from None
 
@@ -210,12 +222,14 @@ def hydra_value(text: str) -> str:
 
 
 def train_command(cell: Cell, root: Path, frames: int, threads: int | None, extra: Sequence[str],
-                  train_cmd: Sequence[str] | None = None) -> list[str]:
-    """The command line of one cell: ``train_cmd`` (default ``python DrM/train_mw.py``) + overrides."""
+                  train_cmd: Sequence[str] | None = None, row: Sequence[str] | None = None) -> list[str]:
+    """The command line of one cell: ``train_cmd`` (default ``python DrM/train_mw.py``) + overrides;
+    ``row``: the row's own (``Sweep.overrides``; default ``reward_model=<the cell's>``), after ``extra``."""
     prefix = list(train_cmd) if train_cmd else [sys.executable, str(TRAIN_SCRIPT)]
-    return [*prefix, f"task={cell.task}", f"reward_model={cell.reward_model}", f"seed={cell.seed}",
+    row = list(row) if row is not None else [f"reward_model={cell.reward_model}"]
+    return [*prefix, f"task={cell.task}", row[0], f"seed={cell.seed}",
             f"num_train_frames={frames}", *([f"num_threads={threads}"] if threads else []),
-            f"hydra.run.dir={hydra_value(str(cell.run_dir(root).resolve()))}", *extra]
+            f"hydra.run.dir={hydra_value(str(cell.run_dir(root).resolve()))}", *extra, *row[1:]]
 
 
 def _last_line(path: Path) -> str:
@@ -277,7 +291,8 @@ def run_sweep(root: str | os.PathLike, sweep: Sweep, parallel: int = 1, threads_
                 cell = todo.pop(0)
                 run_dir = cell.run_dir(root)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                cmd = train_command(cell, root, sweep.frames, threads, sweep.extra, train_cmd)
+                cmd = train_command(cell, root, sweep.frames, threads, sweep.extra, train_cmd,
+                                    sweep.overrides(cell.reward_model))
                 resumes = " (resumes from snapshot.pt)" if (run_dir / "snapshot.pt").exists() else ""
                 log = open(run_dir / LOG_FILE, "a")
                 log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(cmd)}\n")
@@ -387,7 +402,7 @@ def summarize(root: str | os.PathLike, sweep: Sweep, reps: int = DEFAULT_REPS, s
         all_tasks[rm] = entry
     return {
         "budget_frames": sweep.frames, "tasks": sweep.tasks, "reward_models": sweep.reward_models,
-        "seeds": sweep.seeds, "extra_overrides": sweep.extra,
+        "seeds": sweep.seeds, "extra_overrides": sweep.extra, "variants": sweep.variants,
         "final_value": "eval success_rate of the first eval at frame >= budget_frames (runs without one: not done)",
         "bootstrap": {"reps": reps, "seed": seed, "confidence": 0.95, "method": "percentile",
                       "resampled": "seeds, within each task (rliable StratifiedBootstrap)"},
@@ -526,7 +541,8 @@ def report(root: str | os.PathLike, budget: int | None = None, reps: int = DEFAU
         sweep = Sweep([], [], [], budget)
     sweep = Sweep(_union(sweep.tasks, [c.task for c in found]),
                   _union(sweep.reward_models, [c.reward_model for c in found]),
-                  _union(sweep.seeds, sorted({c.seed for c in found})), budget or sweep.frames, sweep.extra)
+                  _union(sweep.seeds, sorted({c.seed for c in found})), budget or sweep.frames, sweep.extra,
+                  sweep.variants)
     results = summarize(root, sweep, reps, seed)
     atomic_write_json(root / "results.json", results)
     atomic_write_text(root / "results.md", markdown(results))

@@ -300,8 +300,9 @@ class Workspace:
                     begun = self._begin(self.train_env, info["frame"])
                     self.replay.add_first(reset_frame, init_frame=begun[0], goal_frame=begun[1], state=reset_state)
                 reward = self._score(info, env_reward).reward
-                self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated,
-                                state=obs if self.states else None)
+                key = self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated,
+                                      state=obs if self.states else None)
+                self.reward.keep(*key)
                 ep_reward += reward
                 ep_env_reward += env_reward
                 ep_success |= bool(info["success"])

@@ -7,7 +7,7 @@ n-step window, 2,560 per batch of 256): that lookup was the largest part of rela
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -92,6 +92,27 @@ class FrameTable:
             data[shift:shift + old_rows, :old_cols] = self._data
             filled[shift:shift + old_rows, :old_cols] = self._filled
         self._data, self._filled, self._base = data, filled, new_lo
+
+    def next_keys(self, start: tuple[int, int], count: int,
+                  where: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Up to ``count`` stored keys ``(N, 2)`` in (episode, step) order from the key ``start`` on,
+        wrapping around once, and the key just after the last one (where the next call starts).
+        ``where(data) -> (rows, cols) bool`` narrows them (default: every stored key)."""
+        empty = torch.zeros(0, 2, dtype=torch.int64)
+        if self._data is None or count <= 0:
+            return empty, start
+        n_cols = self._filled.shape[1]
+        mask = self._filled if where is None else self._filled & where(self._data).cpu()
+        flat = mask.view(-1)
+        first = min(max((start[0] - self._base) * n_cols + start[1], 0), len(flat))
+        picked = flat[first:].nonzero().squeeze(1)[:count] + first
+        if len(picked) < count:
+            picked = torch.cat([picked, flat[:first].nonzero().squeeze(1)[:count - len(picked)]])
+        if len(picked) == 0:
+            return empty, start
+        keys = torch.stack([picked // n_cols + self._base, picked % n_cols], dim=1)
+        last = int(picked[-1]) + 1
+        return keys, (last // n_cols + self._base, last % n_cols)
 
     def items(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every stored key ``(N, 2)`` int64 (episode, step) and its row ``(N, *shape)`` on the CPU."""

@@ -5,6 +5,7 @@ evaluation suite talk to; none of them knows which reward it is::
 
     reward.start_episode(init_frame, goal_frame)        # at reset: the episode's endpoints
     step = reward.step(frame, env_reward, success)      # every env step -> StepReward(reward, progress, sigma)
+    reward.keep(episode, step)                          # that frame is replay frame (episode, step): keep its scores
     per_step = reward.score_batch(batch)                # relabel a replay batch: (B, n) rewards, or None
     metrics = reward.update(init, current, goal[, episodes, steps])  # online update on agent frames ({} if none)
     reward.begin_learning()                             # agent updates start (after the seed phase)
@@ -27,6 +28,22 @@ Relabelling (``relabel``): how a replay batch's reward is recomputed with the cu
 ``paper``   the released code: one reward on the OLDEST frame of ``o_t``'s stack, used in place of
             the whole n-step return.
 ``stored``  none: the rewards computed when the steps were collected.
+
+Reward forms (``form``, any learned reward): ``default`` is the method's own (PROGRESSOR, HOLD,
+Rank2Reward, GAIL: the value of the new frame; VIP, TCN: the value's change). ``value`` and ``delta``
+force one: ``delta`` rewards a step by ``V(o_{t+1}) - V(o_t)``, potential-based shaping with the
+method's value as the potential (for PROGRESSOR ``V = mu - alpha * H``, so the entropy term enters as
+its change: a step earns for becoming surer, and a parked arm earns nothing). ``success_bonus=lam``
+adds ``lam * success`` to every step's learned reward (HOLD, TimeRewarder, Diffusion Reward).
+
+Refreshing values (``refresh_budget``, a frozen encoder only): ``0`` keeps ``window`` exact, every
+value dropped at each model change and recomputed when next sampled, so after a refinement step a
+batch of distinct frames costs a head pass each and a large buffer repeats few frames. ``B > 0``
+keeps every value with the model version that computed it; a change of the head makes them stale
+instead of dropping them, and each relabelled batch first recomputes the next ``B`` stale values in
+round-robin (episode, step) order. A relabel then costs ``B`` head passes (plus the frames never
+scored), whatever the buffer holds, and no value is older than ``ceil(N / B)`` relabelled batches
+(``N`` values kept): it was computed by the model of at most that many agent updates ago.
 """
 from __future__ import annotations
 
@@ -40,6 +57,7 @@ from .frame_table import FrameTable
 from .model import ProgressModel, autocast
 
 RELABEL_MODES = ("window", "paper", "stored")
+REWARD_FORMS = ("default", "value", "delta")
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,10 @@ class RewardFunction:
         """Whether :meth:`score_batch` reads the batch's window frames."""
         return self.relabel == "window"
 
+    def keep(self, episode: int, step: int) -> None:
+        """The frame the last :meth:`step` scored is stored in replay as ``(episode, step)``: a reward
+        may keep what it computed for it, so relabelling does not compute it again."""
+
     def score_batch(self, batch: ReplayWindow) -> torch.Tensor | None:
         """Per-step rewards ``(B, n)`` (``(B, 1)`` for ``paper``) of a replay batch under the current
         model, or ``None`` to keep the rewards stored when the steps were collected."""
@@ -162,8 +184,10 @@ class FrameReward(RewardFunction):
     ``model`` needs ``image_size``, ``encode(frames) -> features`` and
     ``reward_from_features(f_init, f_cur, f_goal) -> (N,)``; its ``reward_kind`` is ``"value"`` (a
     step's reward is the value of its new frame) or ``"difference"`` (the value's change since the
-    previous frame). ``updater``: an online trainer of ``model`` with ``update(init, current, goal)``,
-    ``state_dict`` and ``load_state_dict``.
+    previous frame); ``form`` overrides it (module docstring), ``success_bonus`` adds ``lam * success``
+    to every step. ``updater``: an online trainer of ``model`` with ``update(init, current, goal)``,
+    ``state_dict`` and ``load_state_dict``. ``refresh_budget``: values recomputed per relabelled batch
+    when the model changes (``0``: exact; module docstring).
 
     Everything cached (the episode's init/goal features, features per replay episode, values per
     replay frame) belongs to the model as it was at the last :meth:`refresh`, which :meth:`update`
@@ -175,25 +199,41 @@ class FrameReward(RewardFunction):
     MAX_CACHED_VALUES = 4_000_000  # slots of the per-frame value table (dropped whole beyond it)
     MAX_CACHED_FEATURES = 1_000_000  # slots of the per-frame feature table (frozen encoder only)
 
-    def __init__(self, model: Any, updater: Any = None, relabel: str = "window", name: str | None = None) -> None:
+    def __init__(self, model: Any, updater: Any = None, relabel: str = "window", name: str | None = None,
+                 form: str = "default", success_bonus: float = 0.0, refresh_budget: int = 0) -> None:
         if relabel not in RELABEL_MODES:
             raise ValueError(f"unknown relabel mode {relabel!r}; choose one of {RELABEL_MODES}")
-        self.kind = getattr(model, "reward_kind", "value")
-        if self.kind not in ("value", "difference"):
-            raise ValueError(f"reward_kind must be 'value' or 'difference', got {self.kind!r}")
+        if form not in REWARD_FORMS:
+            raise ValueError(f"unknown reward form {form!r}; choose one of {REWARD_FORMS}")
+        native = getattr(model, "reward_kind", "value")
+        if native not in ("value", "difference"):
+            raise ValueError(f"reward_kind must be 'value' or 'difference', got {native!r}")
+        self.kind = native if form == "default" else {"value": "value", "delta": "difference"}[form]
         if self.kind == "difference" and relabel == "paper":
-            raise ValueError("relabel=paper scores one frame per transition; a difference reward needs two")
+            raise ValueError("relabel=paper scores one frame per transition; a difference (delta) reward needs two")
+        if success_bonus and relabel == "paper":
+            raise ValueError("relabel=paper has no per-step success flags for success_bonus; use relabel=window")
+        if refresh_budget < 0:
+            raise ValueError(f"refresh_budget must be >= 0, got {refresh_budget}")
         self.model = model
         self.updater = updater
         self.relabel = relabel
         self.online = updater is not None
+        self.success_bonus = float(success_bonus)
+        self.refresh_budget = int(refresh_budget)
+        if self.refresh_budget and self.online and not self.keeps_features:
+            raise ValueError("refresh_budget > 0 keeps values across model changes, which needs an updater that "
+                             "leaves the encoder alone (push-back with finetune.params=head)")
+        self._pending: tuple[torch.Tensor, float] | None = None  # the last step()'s features and value
+        self._version = 0  # model version: refresh() counts it up when values are kept stale
+        self._cursor = (0, 0)  # (episode, step) where the next refresh sweep starts
         self.name = name or getattr(model, "method", type(model).__name__.lower())
         self._endpoints: tuple[torch.Tensor, torch.Tensor] | None = None  # the episode's init, goal frames
         self._f_init: torch.Tensor | None = None
         self._f_goal: torch.Tensor | None = None
         self._last_value: float | None = None  # "difference": value of the previous frame
         self._episode_features: dict[int, torch.Tensor] = {}  # replay episode -> (2, D) init/goal features
-        self._values = FrameTable(self.MAX_CACHED_VALUES)  # (replay episode, step) -> value, on the CPU
+        self._values = FrameTable(self.MAX_CACHED_VALUES)  # (replay episode, step) -> (value, version), CPU
         self._frame_features = FrameTable(self.MAX_CACHED_FEATURES)  # (replay episode, step) -> (D,)
 
     @property
@@ -235,11 +275,29 @@ class FrameReward(RewardFunction):
     def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
         if self._endpoints is None:
             raise RuntimeError("call start_episode(init_frame, goal_frame) before step()")
-        scores = self._step_scores(self.model.encode(_frames(frame)))
+        f_cur = self.model.encode(_frames(frame))
+        scores = self._step_scores(f_cur)
+        self._pending = (f_cur, scores.reward)
+        reward = scores.reward
         if self.kind == "difference":
             previous, self._last_value = self._last_value, scores.reward
-            return StepReward(scores.reward - previous, scores.progress, scores.sigma)
-        return scores
+            reward -= previous
+        return StepReward(reward + self.success_bonus * bool(success), scores.progress, scores.sigma)
+
+    def keep(self, episode: int, step: int) -> None:
+        """With a frozen encoder, the last step's features and value (and the episode's init / goal
+        features) go into the per-frame tables under the frame's replay key; the value is the current
+        model's, so a batch that samples the frame before the next model change neither encodes nor
+        scores it."""
+        pending, self._pending = self._pending, None
+        if pending is None or not self.keeps_features or self._f_init is None:
+            return
+        f_cur, value = pending
+        ep, st = torch.tensor([int(episode)]), torch.tensor([int(step)])
+        self._frame_features.put(ep, st, f_cur)
+        if int(episode) not in self._episode_features:
+            self._episode_features[int(episode)] = torch.stack([self._f_init[0], self._f_goal[0]])
+        self._put_values(ep, st, torch.tensor([float(value)]))
 
     @property
     def keeps_features(self) -> bool:
@@ -247,13 +305,18 @@ class FrameReward(RewardFunction):
         return bool(getattr(self.updater, "frozen_features", False))
 
     def refresh(self) -> None:
-        """The model changed: drop every cache (the values only, when the encoder is frozen) and
-        re-score the current episode's endpoints."""
+        """The model changed: drop every cache (the values only, when the encoder is frozen; with a
+        ``refresh_budget`` the values stay, stale, for the round-robin sweep) and re-score the
+        current episode's endpoints."""
         if not self.keeps_features:
             self._episode_features.clear()
             self._frame_features.clear()
-        self._values.clear()
-        if self._endpoints is not None:
+        if self.refresh_budget:
+            self._version += 1
+        else:
+            self._values.clear()
+        if self._endpoints is not None and (not self.keeps_features or self._f_init is None):
+            # (a frozen encoder's endpoint features stay valid: only a first encoding is needed)
             last = self._last_value
             self.start_episode(*self._endpoints)
             self._last_value = last  # the episode's previous frame keeps its value
@@ -276,14 +339,18 @@ class FrameReward(RewardFunction):
     def _endpoint_features(self, episodes: list[int], endpoints: Any) -> torch.Tensor:
         """``(B, 2, D)`` init/goal features of replay ``episodes``, kept per episode; ``endpoints(rows)``
         gives the uint8 init and goal frames of those batch rows, asked only for episodes not kept."""
-        ids = [int(e) for e in episodes]
-        first = {e: i for i, e in reversed(list(enumerate(ids)))}  # one sample per episode
-        new = [i for e, i in first.items() if e not in self._episode_features]
-        if new:
-            f = self.model.encode(torch.cat(endpoints(torch.as_tensor(new))))
-            for j, i in enumerate(new):
-                self._episode_features[ids[i]] = torch.stack([f[j], f[len(new) + j]])
-        return torch.stack([self._episode_features[e] for e in ids])
+        ids = torch.as_tensor([int(e) for e in episodes], dtype=torch.int64)
+        distinct, inverse = torch.unique(ids, return_inverse=True)
+        distinct = distinct.tolist()
+        new_eps = [e for e in distinct if e not in self._episode_features]
+        if new_eps:
+            first = torch.full((len(distinct),), len(ids)).scatter_reduce_(0, inverse, torch.arange(len(ids)), "amin")
+            rows = first[torch.as_tensor([distinct.index(e) for e in new_eps])]  # one sample per new episode
+            f = self.model.encode(torch.cat(endpoints(rows)))
+            for j, e in enumerate(new_eps):
+                self._episode_features[e] = torch.stack([f[j], f[len(new_eps) + j]])
+        table = torch.stack([self._episode_features[e] for e in distinct])
+        return table[inverse.to(table.device)]
 
     def cached_values(self, init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
                       episodes: torch.Tensor | np.ndarray, first_steps: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -299,9 +366,8 @@ class FrameReward(RewardFunction):
         eps = torch.as_tensor(episodes).to("cpu", torch.int64)
         ep_keys = eps[:, None].expand(b, m).reshape(-1)
         step_keys = (torch.as_tensor(first_steps).to("cpu", torch.int64)[:, None] + torch.arange(m)).reshape(-1)
-        out, found = self._values.get(ep_keys, step_keys)
-        if out is None:
-            out = torch.zeros(b * m)
+        kept, found = self._values.get(ep_keys, step_keys)
+        out = torch.zeros(b * m) if kept is None else kept[:, 0].float()
         if not bool(found.all()):
             missing = (~found).nonzero().squeeze(1)
             flat = ep_keys[missing] * (int(step_keys.max()) + 1) + step_keys[missing]
@@ -316,9 +382,33 @@ class FrameReward(RewardFunction):
                 scored = self.score(init[rows], torch.as_tensor(frames[rows, cols]).to(init.device), goal[rows],
                                     eps[rows])
             scored = scored.float().cpu()
-            self._values.put(ep_keys[pick], step_keys[pick], scored)
+            self._put_values(ep_keys[pick], step_keys[pick], scored)
             out[missing] = scored[inverse]
         return out.view(b, m).to(init.device)
+
+    def _put_values(self, ep_keys: torch.Tensor, step_keys: torch.Tensor, values: torch.Tensor) -> None:
+        stamped = torch.stack([values.double(), torch.full_like(values, self._version, dtype=torch.float64)], 1)
+        self._values.put(ep_keys, step_keys, stamped)
+
+    def sweep(self) -> int:
+        """Recompute up to ``refresh_budget`` stale values (computed by an older model version), in
+        round-robin (episode, step) order from where the last sweep stopped; returns how many."""
+        if not self.refresh_budget:
+            return 0
+        version = self._version
+        keys, self._cursor = self._values.next_keys(self._cursor, self.refresh_budget,
+                                                    where=lambda data: data[..., 1] < version)
+        if len(keys) == 0:
+            return 0
+        ep_keys, step_keys = keys[:, 0], keys[:, 1]
+        feats, have = self._frame_features.get(ep_keys, step_keys)
+        episodes = ep_keys.tolist()
+        if feats is None or not bool(have.all()) or any(e not in self._episode_features for e in set(episodes)):
+            self._values.clear()  # the feature table was dropped (beyond its budget): recompute on demand
+            return 0
+        pairs = self._endpoint_features(episodes, None)
+        self._put_values(ep_keys, step_keys, self.values(pairs[:, 0], feats, pairs[:, 1]).float().cpu())
+        return len(keys)
 
     def _score_keeping_features(self, ep_keys: torch.Tensor, step_keys: torch.Tensor, rows: torch.Tensor,
                                 cols: torch.Tensor, init: torch.Tensor, frames: torch.Tensor, goal: torch.Tensor,
@@ -350,15 +440,20 @@ class FrameReward(RewardFunction):
             return None
         if self.relabel == "paper":
             return self.score(batch.init_frame, batch.oldest_frame, batch.goal_frame, batch.episode).unsqueeze(1)
+        self.sweep()
         if self.kind == "difference":  # values of o_t .. o_{t+n}, rewards their differences
             values = torch.cat([
                 self.cached_values(batch.init_frame, batch.newest_frame.unsqueeze(1), batch.goal_frame, batch.episode,
                                    batch.step),
                 self.cached_values(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
                                    torch.as_tensor(batch.step) + 1)], dim=1)
-            return values[:, 1:] - values[:, :-1]
-        return self.cached_values(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
-                                  torch.as_tensor(batch.step) + 1)
+            rewards = values[:, 1:] - values[:, :-1]
+        else:
+            rewards = self.cached_values(batch.init_frame, batch.window_frames, batch.goal_frame, batch.episode,
+                                         torch.as_tensor(batch.step) + 1)
+        if self.success_bonus:
+            rewards = rewards + self.success_bonus * torch.as_tensor(batch.success_window).to(rewards)
+        return rewards
 
     # ------------------------------------------------------------------ online training
     def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
@@ -392,7 +487,8 @@ class FrameReward(RewardFunction):
                 "features": torch.stack([self._episode_features[e].cpu() for e in eps]) if eps
                 else torch.zeros(0, 2, 0),
                 "value_keys": value_keys,
-                "values": torch.zeros(0, dtype=torch.float64) if values is None else values.double(),
+                "values": torch.zeros(0, 2, dtype=torch.float64) if values is None else values.double(),
+                "value_version": self._version, "sweep_cursor": list(self._cursor),
                 "frame_feature_keys": feature_keys,
                 "frame_features": torch.zeros(0, 0) if features is None else features,
                 "last_value": self._last_value}
@@ -405,8 +501,12 @@ class FrameReward(RewardFunction):
         device = self.model.device
         self._episode_features = {int(e): f.to(device)
                                   for e, f in zip(state.get("feature_episodes", []), state.get("features", []))}
+        self._version = int(state.get("value_version", 0))
+        self._cursor = tuple(int(x) for x in state.get("sweep_cursor", (0, 0)))
         values = state.get("values")
-        self._values.load(state.get("value_keys"), None if values is None else values.float())
+        if values is not None and values.dim() == 1:  # snapshots before value versions: current values
+            values = torch.stack([values.double(), torch.full_like(values, self._version, dtype=torch.float64)], 1)
+        self._values.load(state.get("value_keys"), values)
         self._frame_features.load(state.get("frame_feature_keys"), state.get("frame_features"), device)
         self._last_value = state.get("last_value")
 
@@ -423,8 +523,10 @@ class ProgressReward(FrameReward):
     name = "ours"
 
     def __init__(self, model: ProgressModel, alpha: float | None = None, updater: Any = None,
-                 relabel: str = "window", train_mode: bool = False) -> None:
-        super().__init__(model, updater, relabel, name="ours")
+                 relabel: str = "window", train_mode: bool = False, **options: Any) -> None:
+        super().__init__(model, updater, relabel, name="ours", **options)
+        if train_mode and self.kind == "difference":
+            raise ValueError("train_mode (the released scoring) gives absolute rewards; form=delta needs train_mode=False")
         self.alpha = model.alpha if alpha is None else float(alpha)
         self.train_mode = bool(train_mode)
 
@@ -439,7 +541,10 @@ class ProgressReward(FrameReward):
     def score_features(self, f_init, f_cur, f_goal) -> TrajectoryScores:
         dist = self.model.predict_from_features(f_init, f_cur, f_goal)
         mu, sigma = dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
-        return TrajectoryScores(mu, self.model.reward_from_normal(dist, self.alpha).float().cpu().numpy(), mu, sigma)
+        reward = self.model.reward_from_normal(dist, self.alpha).float().cpu().numpy()
+        if self.kind == "difference":  # form=delta: the change of mu - alpha * H
+            reward = np.diff(reward, prepend=reward[:1])
+        return TrajectoryScores(mu, reward, mu, sigma)
 
     def start_episode(self, init_frame, goal_frame) -> None:
         if not self.train_mode:
@@ -449,11 +554,12 @@ class ProgressReward(FrameReward):
     def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
         if not self.train_mode or self._endpoints is None:
             return super().step(frame, env_reward, success)
+        self._pending = None  # train-mode features are not the eval-mode ones relabelling uses
         init, goal = self._endpoints
         f_init, f_cur, f_goal = (self._train_mode_features(x) for x in (init, _frames(frame), goal))
         dist = self.model.predict_from_features(f_init, f_cur, f_goal)
-        return StepReward(float(self.model.reward_from_normal(dist, self.alpha)[0]), float(dist.loc[0]),
-                          float(dist.scale[0]))
+        reward = float(self.model.reward_from_normal(dist, self.alpha)[0]) + self.success_bonus * bool(success)
+        return StepReward(reward, float(dist.loc[0]), float(dist.scale[0]))
 
     def _train_mode_features(self, frame: torch.Tensor) -> torch.Tensor:
         """Features of one frame ``(1, 3, S, S)`` in train mode (BatchNorm running stats updated)."""
@@ -482,7 +588,8 @@ class ProgressReward(FrameReward):
 
 def frame_reward(model: Any, **kwargs: Any) -> FrameReward:
     """The :class:`FrameReward` of a reward model: :class:`ProgressReward` for PROGRESSOR (``kwargs``:
-    ``alpha``, ``updater``, ``relabel``, ``train_mode``), a plain :class:`FrameReward` otherwise."""
+    ``alpha``, ``updater``, ``relabel``, ``train_mode``, ``form``, ``success_bonus``, ``refresh_budget``),
+    a plain :class:`FrameReward` otherwise (the same without ``alpha`` and ``train_mode``)."""
     if isinstance(model, ProgressModel):
         return ProgressReward(model, **kwargs)
     kwargs.pop("alpha", None)
@@ -490,5 +597,5 @@ def frame_reward(model: Any, **kwargs: Any) -> FrameReward:
     return FrameReward(model, **kwargs)
 
 
-__all__ = ["EnvReward", "FrameReward", "ProgressReward", "RELABEL_MODES", "ReplayWindow", "RewardFunction",
+__all__ = ["EnvReward", "FrameReward", "ProgressReward", "RELABEL_MODES", "REWARD_FORMS", "ReplayWindow", "RewardFunction",
            "SparseReward", "StepReward", "TrajectoryScores", "frame_reward"]

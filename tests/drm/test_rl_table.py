@@ -280,3 +280,27 @@ def _load_cli():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_variants_are_rows_of_their_own_with_their_overrides(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, str(SCRIPT), "run", "--out", str(sweep_dir), "--tasks", "reach", "--reward_models",
+           "ours", "ours_delta", "--seeds", "0", "--frames", str(BUDGET), "--threads_per_run", "1", "--reps",
+           str(REPS), "--extra", "eval_every_frames=500", "--variant", "ours_delta", "ours", "reward.form=delta",
+           "--train_cmd", " ".join(_fake_train(tmp_path))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = (Cell("reach", "ours_delta", 0).run_dir(sweep_dir) / "console.log").read_text()
+    assert "reward_model=ours" in log and log.index("eval_every_frames=500") < log.index("reward.form=delta")
+    assert "reward.form" not in (Cell("reach", "ours", 0).run_dir(sweep_dir) / "console.log").read_text()
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert results["reward_models"] == ["ours", "ours_delta"]
+    assert results["variants"] == {"ours_delta": ["ours", "reward.form=delta"]}
+    assert results["cells"]["reach"]["ours_delta"]["num_seeds"] == 1
+    assert Sweep.load(sweep_dir).variants == {"ours_delta": ["ours", "reward.form=delta"]}
+    with pytest.raises(RLTableError, match="another name"):  # one label, one meaning, for the sweep's life
+        run_sweep(sweep_dir, Sweep(["reach"], ["ours_delta"], [0], BUDGET, [], {"ours_delta": ["ours", "x=1"]}),
+                  parallel=1, threads_per_run=1, train_cmd=_fake_train(tmp_path), progress=False, poll_s=0.05)
+    bad = subprocess.run([*cmd[:2], "run", "--out", str(sweep_dir), "--tasks", "reach", "--reward_models", "mine",
+                          "--seeds", "0", "--frames", "10"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not one of" in bad.stderr and "--variant" in bad.stderr

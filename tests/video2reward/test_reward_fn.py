@@ -238,3 +238,32 @@ def test_a_frozen_encoder_hands_its_kept_features_to_the_updater():
     assert encoded == len(new_frames) + 2 * len(new_episodes) < 3 * 16, "what was kept is not encoded again"
     reward.update(refine.init_frame, refine.newest_frame, refine.goal_frame)  # no keys: the updater encodes
     assert updater.agent_features is None
+
+
+def test_a_frozen_encoder_keeps_what_step_computed_for_the_replay_frame():
+    model = RedDistance()
+    reward = FrameReward(model, AddOneHeadOnly(model))
+    buf = ReplayBuffer(200, (3, S, S), (2,), frame_stack=3, rng=0)
+    init, goal, clip = frames(1, 0)[0], frames(1, 1)[0], frames(6, 2)
+    reward.start_episode(init, goal)
+    assert buf.add_first(init.numpy(), goal_frame=goal.numpy()) == (0, 0)
+    stepped = []
+    for t, frame in enumerate(clip):
+        stepped.append(reward.step(frame).reward)
+        key = buf.add(np.zeros(2, np.float32), frame.numpy(), 0.0, False, last=t == len(clip) - 1)
+        assert key == (0, t + 1)
+        reward.keep(*key)
+    batch = buf.sample(16, nstep=3, discount=0.9).to_torch("cpu")
+    model.encoded = 0
+    per_step = reward.score_batch(batch)
+    assert model.encoded == 0, "frames scored at collection are neither encoded nor gathered again"
+    expected = torch.tensor([[stepped[int(t) + i] for i in range(3)] for t in batch.step])
+    torch.testing.assert_close(per_step, expected)
+    reward.update(None, None, None)  # the head changes: the kept values go, the kept features stay
+    torch.testing.assert_close(reward.score_batch(batch), expected + 1)
+    assert model.encoded == 0
+    plain = FrameReward(RedDistance(), AddOne(RedDistance()))  # an encoder that changes keeps nothing
+    plain.start_episode(init, goal)
+    plain.step(clip[0])
+    plain.keep(0, 1)
+    assert len(plain._frame_features) == 0 and len(plain._values) == 0
