@@ -60,3 +60,19 @@ def test_state_cpu_preset_composes_and_checks(agent):
         check_config(compose_cfg("obs_type=joints"))
     with pytest.raises(ValueError, match="finetune.params"):
         check_config(compose_cfg("finetune.params=encoder"))
+    assert cfg.reward.refresh_budget == 128 and compose_cfg(f"agent={agent}").reward.refresh_budget == 0
+
+
+def test_reward_form_options_are_checked():
+    check_config(compose_cfg("reward.form=delta", "reward.success_bonus=0.5"))
+    with pytest.raises(ValueError, match="reward.form='potential'"):
+        check_config(compose_cfg("reward.form=potential"))
+    with pytest.raises(ValueError, match="reward.success_bonus=-1"):
+        check_config(compose_cfg("reward.success_bonus=-1"))
+    with pytest.raises(ValueError, match="learned rewards only"):
+        check_config(compose_cfg("reward_model=env", "reward.form=delta"))
+    with pytest.raises(ValueError, match="learned rewards only"):
+        check_config(compose_cfg("reward_model=sparse", "reward.success_bonus=1"))
+    with pytest.raises(ValueError, match="finetune.params=head"):
+        check_config(compose_cfg("reward.refresh_budget=64"))  # push-back on all weights: features change
+    check_config(compose_cfg("reward.refresh_budget=64", "finetune.params=head"))

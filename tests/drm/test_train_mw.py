@@ -141,3 +141,35 @@ def test_toy_smoke_with_every_baseline_reward(tmp_path, reward_model):
     if reward_model != "gail":  # pretrained into reward.checkpoint, and loads as its own method
         assert "not found: pretraining" in out
         assert load_reward_model(tmp_path / "reward" / "toy.pth").method == reward_model
+
+
+@pytest.mark.parametrize("options", [("reward.form=delta", "reward.success_bonus=1.0"), ("reward.refresh_budget=4",),
+                                     ("reward_model=env",)], ids=["delta+bonus", "refresh_budget", "env"])
+def test_state_policy_plate_slide_with_the_new_options_resumes_exactly(tmp_path, options):
+    """plate-slide, state policy, head-only push-back: each reward option (and the env reward, which
+    renders no training frames) gives a run that stopped at 60 frames and continued equal to a straight one."""
+    common = ["task=plate-slide", "obs_type=state", "num_seed_frames=60", "eval_every_frames=60",
+              "num_eval_episodes=1", "episode_length=15", "batch_size=8", "agent.hidden_dim=32",
+              "agent.num_expl_steps=30", "log_every_frames=30", "snapshot_every_frames=30",
+              "online_finetune_every_step=5", "finetune.expert_batch_size=2", "finetune.replay_batch_size=2",
+              f"reward.checkpoint={tmp_path / 'mw.pth'}", "reward.pretrain_if_missing=true",
+              f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[plate-slide]", "demos.num_train=1",
+              "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
+              "num_threads=1", "save_video=false", "finetune.params=head", *options]
+    train(tmp_path, "resumed", *common, "num_train_frames=60")
+    resumed, out = train(tmp_path, "resumed", *common, "num_train_frames=150")
+    assert "resumed from" in out
+    straight, _ = train(tmp_path, "straight", *common, "num_train_frames=150")
+    a, b = rows(resumed / "eval.csv"), rows(straight / "eval.csv")
+    assert [int(float(r["frame"])) for r in a] == [0, 60, 120, 150]
+    for key in ("success_rate", "episode_reward", "episode_env_reward"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    train_a, train_b = rows(resumed / "train.csv"), rows(straight / "train.csv")
+    assert [r["batch_reward"] for r in train_a if r.get("batch_reward")] == \
+        [r["batch_reward"] for r in train_b if r.get("batch_reward")]
+    if "reward_model=env" in options:
+        assert all(r["goal_expert_success"] == "nan" for r in train_b)  # no goal rollout for a frame-free reward
+    else:
+        snap = torch.load(straight / "snapshot.pt", weights_only=True)
+        refreshed = snap["reward"]["value_version"]  # model versions the stale-value table went through
+        assert refreshed > 0 if "reward.refresh_budget=4" in options else refreshed == 0
