@@ -263,13 +263,15 @@ class ProgressModel(nn.Module):
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
         """Eval mode (BatchNorm running stats), no grad, bf16 autocast if ``amp``; restores the mode after."""
-        was_training = self.training
-        self.eval()
+        was_training = self.training  # modes are set on the whole model: eval() walks every module,
+        if was_training:               # a cost per call that a model already in eval mode need not pay
+            self.eval()
         try:
             with torch.no_grad(), autocast(self.device, self.amp):
                 yield
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
 
     def encode(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Inference features for uint8 frames ``(N, 3, S, S)`` -> ``(N, 128)``, in chunks of ``batch_size``."""
