@@ -266,6 +266,11 @@ class ReplayBuffer:
         return key
 
     # ------------------------------------------------------------------ reading
+    @property
+    def oldest_episode(self) -> int:
+        """Id of the oldest episode still stored (every older one was evicted); the next id when empty."""
+        return min(self._episodes, default=self._next_episode_id)
+
     def __len__(self) -> int:
         """Number of stored transitions (agent steps)."""
         return self._num_transitions

@@ -283,6 +283,7 @@ class Workspace:
             reset_state = obs if self.states else None
             if begun is not None:
                 self.replay.add_first(reset_frame, goal_frame=begun[1], state=reset_state)
+            self.reward.forget(self.replay.oldest_episode)  # what the buffer evicted need not be kept
             ep_reward, ep_env_reward, ep_success, truncated = 0.0, 0.0, False, False
             while not truncated:
                 with self.timers("act"):

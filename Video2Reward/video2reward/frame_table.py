@@ -93,6 +93,20 @@ class FrameTable:
             filled[shift:shift + old_rows, :old_cols] = self._filled
         self._data, self._filled, self._base = data, filled, new_lo
 
+    def drop_before(self, episode: int) -> None:
+        """Forget every key of an episode older than ``episode``; the rows are reclaimed once they
+        are half of the table."""
+        if self._data is None or episode <= self._base:
+            return
+        cut = episode - self._base
+        if cut >= self._filled.shape[0]:
+            self.clear()
+            return
+        self._filled[:cut] = False
+        if 2 * cut >= self._filled.shape[0]:
+            self._data, self._filled = self._data[cut:].clone(), self._filled[cut:].clone()
+            self._base = episode
+
     def next_keys(self, start: tuple[int, int], count: int,
                   where: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """Up to ``count`` stored keys ``(N, 2)`` in (episode, step) order from the key ``start`` on,

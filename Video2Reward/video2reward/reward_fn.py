@@ -150,6 +150,9 @@ class RewardFunction:
         kept for them."""
         return {}
 
+    def forget(self, before_episode: int) -> None:
+        """Replay episodes older than ``before_episode`` were evicted: nothing kept for them is needed."""
+
     def begin_learning(self) -> None:
         """The agent's updates start (called at every step after the seed phase; cheap when idle)."""
 
@@ -227,6 +230,7 @@ class FrameReward(RewardFunction):
         self._pending: tuple[torch.Tensor, float] | None = None  # the last step()'s features and value
         self._version = 0  # model version: refresh() counts it up when values are kept stale
         self._cursor = (0, 0)  # (episode, step) where the next refresh sweep starts
+        self._forgotten = 0  # replay episodes below this id were evicted (forget)
         self.name = name or getattr(model, "method", type(model).__name__.lower())
         self._endpoints: tuple[torch.Tensor, torch.Tensor] | None = None  # the episode's init, goal frames
         self._f_init: torch.Tensor | None = None
@@ -298,6 +302,17 @@ class FrameReward(RewardFunction):
         if int(episode) not in self._episode_features:
             self._episode_features[int(episode)] = torch.stack([self._f_init[0], self._f_goal[0]])
         self._put_values(ep, st, torch.tensor([float(value)]))
+
+    def forget(self, before_episode: int) -> None:
+        """Drop the kept features, values and endpoints of evicted replay episodes, so tables span the
+        live buffer and the refresh sweep spends its budget on frames that can still be sampled."""
+        if before_episode <= self._forgotten:
+            return
+        self._forgotten = int(before_episode)
+        self._values.drop_before(self._forgotten)
+        self._frame_features.drop_before(self._forgotten)
+        for e in [e for e in self._episode_features if e < self._forgotten]:
+            del self._episode_features[e]
 
     @property
     def keeps_features(self) -> bool:

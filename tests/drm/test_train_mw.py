@@ -94,18 +94,24 @@ def test_drawer_open_smoke_from_drm_dir(tmp_path):
     assert (reward.config.backbone, reward.config.head) == ("convnet_spatial", "distance")
 
 
+def state_overrides(tmp_path, task):
+    """A state-policy Meta-World run in seconds: 15-step episodes, a 3-step reward model on one demo,
+    push-back on the head."""
+    return [f"task={task}", "obs_type=state", "num_seed_frames=60", "eval_every_frames=60",
+            "num_eval_episodes=1", "episode_length=15", "batch_size=8", "agent.hidden_dim=32",
+            "agent.num_expl_steps=30", "log_every_frames=30", "snapshot_every_frames=30",
+            "finetune.expert_batch_size=2", "finetune.replay_batch_size=2",
+            f"reward.checkpoint={tmp_path / 'mw.pth'}", "reward.pretrain_if_missing=true",
+            f"exp_data_path={tmp_path / 'demos'}", f"pretrain.tasks=[{task}]", "demos.num_train=1",
+            "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
+            "num_threads=1", "save_video=false", "finetune.params=head"]
+
+
 def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
     """obs_type=state: the agent sees Meta-World's 39-d state, the reward (with push-back on the head,
     as preset=state-cpu) still scores rendered frames; a run stopped at 60 frames and continued equals
     a straight run."""
-    common = ["task=drawer-open", "obs_type=state", "num_seed_frames=60", "eval_every_frames=60",
-              "num_eval_episodes=1", "episode_length=15", "batch_size=8", "agent.hidden_dim=32",
-              "agent.num_expl_steps=30", "log_every_frames=30", "snapshot_every_frames=30",
-              "online_finetune_every_step=10", "finetune.expert_batch_size=2", "finetune.replay_batch_size=2",
-              f"reward.checkpoint={tmp_path / 'mw.pth'}", "reward.pretrain_if_missing=true",
-              f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[drawer-open]", "demos.num_train=1",
-              "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
-              "num_threads=1", "save_video=false", "image_size=84", "finetune.params=head"]
+    common = [*state_overrides(tmp_path, "drawer-open"), "online_finetune_every_step=10", "image_size=84"]
     half, _ = train(tmp_path, "resumed", *common, "num_train_frames=60")
     snap = torch.load(half / "snapshot.pt", weights_only=True)
     assert snap["agent"]["encoder"]["net.0.weight"].shape[1] == 39  # the state MLP, not the conv encoder
@@ -148,14 +154,7 @@ def test_toy_smoke_with_every_baseline_reward(tmp_path, reward_model):
 def test_state_policy_plate_slide_with_the_new_options_resumes_exactly(tmp_path, options):
     """plate-slide, state policy, head-only push-back: each reward option (and the env reward, which
     renders no training frames) gives a run that stopped at 60 frames and continued equal to a straight one."""
-    common = ["task=plate-slide", "obs_type=state", "num_seed_frames=60", "eval_every_frames=60",
-              "num_eval_episodes=1", "episode_length=15", "batch_size=8", "agent.hidden_dim=32",
-              "agent.num_expl_steps=30", "log_every_frames=30", "snapshot_every_frames=30",
-              "online_finetune_every_step=5", "finetune.expert_batch_size=2", "finetune.replay_batch_size=2",
-              f"reward.checkpoint={tmp_path / 'mw.pth'}", "reward.pretrain_if_missing=true",
-              f"exp_data_path={tmp_path / 'demos'}", "pretrain.tasks=[plate-slide]", "demos.num_train=1",
-              "demos.num_test=1", "demos.keep_failures=true", "pretrain.steps=3", "pretrain.batch_size=4",
-              "num_threads=1", "save_video=false", "finetune.params=head", *options]
+    common = [*state_overrides(tmp_path, "plate-slide"), "online_finetune_every_step=5", *options]
     train(tmp_path, "resumed", *common, "num_train_frames=60")
     resumed, out = train(tmp_path, "resumed", *common, "num_train_frames=150")
     assert "resumed from" in out

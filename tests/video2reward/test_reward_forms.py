@@ -164,3 +164,32 @@ def test_budgeted_refresh_resumes_exactly_and_needs_a_frozen_encoder():
     with pytest.raises(ValueError, match="encoder"):
         FrameReward(model, AddOne(model), refresh_budget=5)
     FrameReward(model, refresh_budget=5)  # no updater: the model never changes, nothing is stale
+
+
+def test_evicted_episodes_are_forgotten_and_the_sweep_skips_them():
+    model = RedDistance()
+    reward = FrameReward(model, AddOneHeadOnly(model), refresh_budget=1000)
+    buf = ReplayBuffer(35, (3, S, S), (2,), frame_stack=3, rng=0)  # holds 3 of the 10-step episodes
+    rng = np.random.default_rng(0)
+    for episode in range(6):
+        reward.forget(buf.oldest_episode)
+        buf.add_first(rng.integers(0, 256, (3, S, S), dtype=np.uint8))
+        reward.start_episode(frames(1, episode)[0], frames(1, 50 + episode)[0])
+        for t in range(10):
+            reward.step(frames(1, 100 * episode + t)[0])
+            reward.keep(*buf.add(np.zeros(2, np.float32), frames(1, 100 * episode + t)[0].numpy(), 0.0, False,
+                                 last=t == 9))
+    reward.forget(buf.oldest_episode)
+    live = buf.oldest_episode
+    assert live >= 3
+    keys, _ = reward._values.items()
+    assert int(keys[:, 0].min()) >= live and len(keys) == 10 * (6 - live)
+    assert min(reward._episode_features) >= live and int(reward._frame_features.items()[0][:, 0].min()) >= live
+    reward.update(None, None, None)
+    assert reward.sweep() == 10 * (6 - live)  # only live frames are re-scored
+    table = FrameTable(100)
+    table.put(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1]), torch.arange(4.0))
+    table.drop_before(3)  # more than half the rows: reclaimed
+    assert table.items()[0].tolist() == [[3, 1]] and table._base == 3
+    table.drop_before(9)
+    assert len(table) == 0
