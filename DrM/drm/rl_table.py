@@ -446,7 +446,9 @@ def markdown(results: dict[str, Any]) -> str:
     out = ["# RL results", "",
            f"Eval success rate at **{results['budget_frames']} frames**: per run the first eval at or after the "
            f"budget. Seeds {', '.join(map(str, results['seeds']))}"
-           + (f"; overrides `{' '.join(results['extra_overrides'])}`" if results["extra_overrides"] else "") + ".",
+           + (f"; overrides `{' '.join(results['extra_overrides'])}`" if results["extra_overrides"] else "") + "."
+           + "".join(f" Row `{label}`: `reward_model={spec[0]}{''.join(' ' + o for o in spec[1:])}`."
+                     for label, spec in results.get("variants", {}).items()),
            f"Cells: point estimate [95 % CI] (seeds done); CI: stratified bootstrap over seeds, {bs['method']}, "
            f"{bs['reps']} resamples, seed {bs['seed']} (rliable). \"all tasks\": the runs x tasks score matrix "
            "of the seeds done on every task.", ""]

@@ -298,6 +298,7 @@ def test_variants_are_rows_of_their_own_with_their_overrides(tmp_path):
     assert results["variants"] == {"ours_delta": ["ours", "reward.form=delta"]}
     assert results["cells"]["reach"]["ours_delta"]["num_seeds"] == 1
     assert Sweep.load(sweep_dir).variants == {"ours_delta": ["ours", "reward.form=delta"]}
+    assert "Row `ours_delta`: `reward_model=ours reward.form=delta`." in (sweep_dir / "results.md").read_text()
     with pytest.raises(RLTableError, match="another name"):  # one label, one meaning, for the sweep's life
         run_sweep(sweep_dir, Sweep(["reach"], ["ours_delta"], [0], BUDGET, [], {"ours_delta": ["ours", "x=1"]}),
                   parallel=1, threads_per_run=1, train_cmd=_fake_train(tmp_path), progress=False, poll_s=0.05)
