@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import hydra
 import numpy as np
@@ -63,6 +63,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class EpisodeStart(NamedTuple):
+    """What an episode is scored against: its init frame, its goal frame (``None`` when the reward reads
+    no frames) and whether the scripted expert reached the goal (``nan`` then)."""
+
+    init: np.ndarray
+    goal: np.ndarray | None
+    expert_success: float
 
 
 class Timers:
@@ -161,24 +170,24 @@ class Workspace:
         return (self.cfg.seed * 1_000_003 + episode + (500_000_000 if eval_episode else 0)) % 2**31
 
     # ------------------------------------------------------------------ episodes
-    def _reset(self, env, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, bool] | None]:
+    def _reset(self, env, seed: int) -> tuple[np.ndarray, np.ndarray, EpisodeStart | None]:
         """(obs, reset frame, :meth:`_begin`'s result) of a new episode; the last is ``None`` with
         ``first_frame=after_first_action``, where the caller begins the episode after its first step."""
         obs, info = env.reset(seed=seed)
         begun = self._begin(env, info["frame"]) if self.cfg.first_frame == "reset" else None
         return obs, info["frame"], begun
 
-    def _begin(self, env, init: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _begin(self, env, init: np.ndarray) -> EpisodeStart:
         """Fix the episode's init frame and render its goal (the expert finishes the episode from the
         env's current state): at reset, or after the first action (``first_frame``, as released).
-        Returns (init frame, goal frame, expert reached the goal); a reward that reads no frames with
-        a state policy gets no goal frame (``None``, stored as zeros) and ``nan`` for the expert."""
+        A reward that reads no frames with a state policy gets no goal frame (``None``, stored as
+        zeros) and ``nan`` for the expert."""
         if self.states and not self.reads_frames:
             self.reward.start_episode(init, init)
-            return init, None, math.nan
+            return EpisodeStart(init, None, math.nan)
         goal, expert_success = env.goal_frame()
         self.reward.start_episode(init, goal)
-        return init, goal, expert_success
+        return EpisodeStart(init, goal, float(expert_success))
 
     def _score(self, info: dict[str, Any], env_reward: float) -> StepReward:
         with self.timers("reward"):
@@ -211,7 +220,7 @@ class Workspace:
             successes.append(success)
             rewards.append(total)
             env_rewards.append(total_env)
-            goal_ok.append(begun[2])
+            goal_ok.append(begun.expert_success)
             if mus:
                 curves.append((mus, success))
         if curves:
@@ -282,7 +291,7 @@ class Workspace:
             obs, reset_frame, begun = self._reset(self.train_env, self._episode_seed(self.global_episode))
             reset_state = obs if self.states else None
             if begun is not None:
-                self.replay.add_first(reset_frame, goal_frame=begun[1], state=reset_state)
+                self.replay.add_first(reset_frame, goal_frame=begun.goal, state=reset_state)
             self.reward.forget(self.replay.oldest_episode)  # what the buffer evicted need not be kept
             ep_reward, ep_env_reward, ep_success, truncated = 0.0, 0.0, False, False
             while not truncated:
@@ -299,7 +308,7 @@ class Workspace:
                     obs, env_reward, _, truncated, info = self.train_env.step(action)
                 if begun is None:  # first_frame=after_first_action
                     begun = self._begin(self.train_env, info["frame"])
-                    self.replay.add_first(reset_frame, init_frame=begun[0], goal_frame=begun[1], state=reset_state)
+                    self.replay.add_first(reset_frame, init_frame=begun.init, goal_frame=begun.goal, state=reset_state)
                 reward = self._score(info, env_reward).reward
                 key = self.replay.add(action, info["frame"], reward, bool(info["success"]), last=truncated,
                                       state=obs if self.states else None)
@@ -310,7 +319,7 @@ class Workspace:
                 self.global_step += 1
             self.global_episode += 1
             meters.update({"episode_reward": ep_reward, "episode_env_reward": ep_env_reward,
-                           "episode_success": float(ep_success), "goal_expert_success": float(begun[2])})
+                           "episode_success": float(ep_success), "goal_expert_success": float(begun.expert_success)})
 
             frame = self.global_frame
             if frame - last_log >= cfg.log_every_frames or frame >= cfg.num_train_frames:
