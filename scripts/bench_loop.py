@@ -111,11 +111,10 @@ def render_ms(task: str, frames: int = 200) -> float:
     env = make_env(task, seed=0, obs_type="state")
     env.reset(seed=0)
     env.step(np.zeros(4, np.float32))
-    raw = env.unwrapped if hasattr(env, "unwrapped") else env
-    raw._render_rgb()
+    env._render_rgb()
     start = time.perf_counter()
     for _ in range(frames):
-        raw._render_rgb()
+        env._render_rgb()
     ms = 1000 * (time.perf_counter() - start) / frames
     env.close()
     return ms

@@ -257,8 +257,12 @@ class FrameReward(RewardFunction):
         """Every frame's value and reward against init/goal features (``(1, D)`` broadcast, or one
         row per frame); rows of ``f_cur`` are a trajectory in order."""
         value = self.values(f_init, f_cur, f_goal).float().cpu().numpy()
-        reward = np.diff(value, prepend=value[:1]) if self.kind == "difference" else value
-        return TrajectoryScores(value, reward)
+        return TrajectoryScores(value, self._rewards_of(value))
+
+    def _rewards_of(self, value: np.ndarray) -> np.ndarray:
+        """A trajectory's per-frame rewards from its per-frame values: the values, or their change
+        (``difference``: 0 at the first frame)."""
+        return np.diff(value, prepend=value[:1]) if self.kind == "difference" else value
 
     def score_trajectory(self, frames: torch.Tensor, init: torch.Tensor | None = None,
                          goal: torch.Tensor | None = None, batch_size: int = 256) -> TrajectoryScores:
@@ -357,13 +361,12 @@ class FrameReward(RewardFunction):
         ids = torch.as_tensor([int(e) for e in episodes], dtype=torch.int64)
         distinct, inverse = torch.unique(ids, return_inverse=True)
         distinct = distinct.tolist()
-        new_eps = [e for e in distinct if e not in self._episode_features]
-        if new_eps:
+        new = [(i, e) for i, e in enumerate(distinct) if e not in self._episode_features]
+        if new:
             first = torch.full((len(distinct),), len(ids)).scatter_reduce_(0, inverse, torch.arange(len(ids)), "amin")
-            rows = first[torch.as_tensor([distinct.index(e) for e in new_eps])]  # one sample per new episode
-            f = self.model.encode(torch.cat(endpoints(rows)))
-            for j, e in enumerate(new_eps):
-                self._episode_features[e] = torch.stack([f[j], f[len(new_eps) + j]])
+            f = self.model.encode(torch.cat(endpoints(first[[i for i, _ in new]])))  # one sample per new episode
+            for j, (_, e) in enumerate(new):
+                self._episode_features[e] = torch.stack([f[j], f[len(new) + j]])
         table = torch.stack([self._episode_features[e] for e in distinct])
         return table[inverse.to(table.device)]
 
@@ -401,9 +404,12 @@ class FrameReward(RewardFunction):
             out[missing] = scored[inverse]
         return out.view(b, m).to(init.device)
 
+    def _stamped(self, values: torch.Tensor) -> torch.Tensor:
+        """``(N, 2)`` rows of the value table: each value beside the current model version."""
+        return torch.stack([values.double(), torch.full_like(values, self._version, dtype=torch.float64)], 1)
+
     def _put_values(self, ep_keys: torch.Tensor, step_keys: torch.Tensor, values: torch.Tensor) -> None:
-        stamped = torch.stack([values.double(), torch.full_like(values, self._version, dtype=torch.float64)], 1)
-        self._values.put(ep_keys, step_keys, stamped)
+        self._values.put(ep_keys, step_keys, self._stamped(values))
 
     def sweep(self) -> int:
         """Recompute up to ``refresh_budget`` stale values (computed by an older model version), in
@@ -520,7 +526,7 @@ class FrameReward(RewardFunction):
         self._cursor = tuple(int(x) for x in state.get("sweep_cursor", (0, 0)))
         values = state.get("values")
         if values is not None and values.dim() == 1:  # snapshots before value versions: current values
-            values = torch.stack([values.double(), torch.full_like(values, self._version, dtype=torch.float64)], 1)
+            values = self._stamped(values)
         self._values.load(state.get("value_keys"), values)
         self._frame_features.load(state.get("frame_feature_keys"), state.get("frame_features"), device)
         self._last_value = state.get("last_value")
@@ -556,10 +562,8 @@ class ProgressReward(FrameReward):
     def score_features(self, f_init, f_cur, f_goal) -> TrajectoryScores:
         dist = self.model.predict_from_features(f_init, f_cur, f_goal)
         mu, sigma = dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
-        reward = self.model.reward_from_normal(dist, self.alpha).float().cpu().numpy()
-        if self.kind == "difference":  # form=delta: the change of mu - alpha * H
-            reward = np.diff(reward, prepend=reward[:1])
-        return TrajectoryScores(mu, reward, mu, sigma)
+        value = self.model.reward_from_normal(dist, self.alpha).float().cpu().numpy()  # mu - alpha * H
+        return TrajectoryScores(mu, self._rewards_of(value), mu, sigma)
 
     def start_episode(self, init_frame, goal_frame) -> None:
         if not self.train_mode:

@@ -228,9 +228,10 @@ class PixelEnv(gym.Env):
         ``render()``; return it channels first."""
         if not self._render_frames:
             if self._blank is None:
-                self._blank = np.zeros((self.image_size, self.image_size, 3), np.uint8)
-            self._frame = self._blank
-            return np.zeros((3, self.image_size, self.image_size), np.uint8)
+                self._blank = np.zeros((3, self.image_size, self.image_size), np.uint8)
+                self._blank.flags.writeable = False  # one shared black frame: nobody may draw on it
+            self._frame = self._blank.transpose(1, 2, 0)
+            return self._blank
         self._frame = self._render_rgb()
         return np.ascontiguousarray(self._frame.transpose(2, 0, 1))
 
