@@ -5,7 +5,7 @@ buffer size (what a state-policy PROGRESSOR run does every step, `preset=state-c
     python scripts/bench_relabel.py --transitions 40000 --steps 200
 
 It fills a replay buffer with random 84 px frames in episodes of `--episode_len` steps, builds a
-PROGRESSOR reward (random weights: the cost does not depend on them) whose updater leaves the encoder
+PROGRESSOR reward (random weights: the cost does not depend on them) whose finetuner leaves the encoder
 alone (`finetune.params=head`) and changes the head every `--refine_every` steps, warms the
 per-frame feature cache up, then times `--steps` agent steps of sample + relabel and prints
 milliseconds per step. It uses only interfaces that older checkouts have too, so the same file
@@ -22,18 +22,18 @@ import torch
 from drm.replay_buffer import ReplayBuffer
 from drm.rewards import relabel
 from video2reward import ProgressModel
-from video2reward.reward_fn import ProgressReward
+from video2reward.methods.progressor import ProgressReward
 
 
 class HeadNudge:
-    """An updater that changes only the head, as head-only push-back does (the encoder stays)."""
+    """An finetuner that changes only the head, as head-only push-back does (the encoder stays)."""
 
     frozen_features = True
 
     def __init__(self, model: ProgressModel) -> None:
         self.model = model
 
-    def update(self, init, current, goal) -> dict[str, float]:
+    def finetune(self, init, current, goal) -> dict[str, float]:
         with torch.no_grad():
             self.model.fc_mu.bias += 1e-3
         return {}
@@ -72,7 +72,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = ProgressModel(args.backbone, image_size=84).eval()
-    reward = ProgressReward(model, updater=HeadNudge(model))
+    reward = ProgressReward(model, finetuner=HeadNudge(model))
     buffer = ReplayBuffer(args.transitions + 2 * (args.episode_len + 1), (3, 84, 84), (4,), rng=0,
                           state_shape=(39,))  # the agent sees states, as in obs_type=state
     fill(buffer, args.transitions, args.episode_len, rng)
@@ -81,7 +81,7 @@ def main() -> None:
         if i == args.warmup:
             spent = {"sample": 0.0, "relabel": 0.0}
         if i % args.refine_every == 0:
-            reward.update(None, None, None)
+            reward.finetune(None, None, None)
         t0 = time.perf_counter()
         batch = buffer.sample(args.batch_size, args.nstep, 0.99).to_torch("cpu")
         t1 = time.perf_counter()

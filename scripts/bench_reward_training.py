@@ -16,10 +16,10 @@ import time
 import torch
 
 from video2reward.data import VideoDataset
-from video2reward.model import ProgressModel
+from video2reward.methods.progressor import ProgressModel
 from video2reward.precision import add_precision_flag, hardware_summary, resolve_precision
-from video2reward.train import ProgressObjective, TrainConfig, prepare_batch, train_step
-from video2reward.triplets import TripletSampler
+from video2reward.steps import method_parts, prepare_batch
+from video2reward.train import TrainConfig
 
 
 def main() -> None:
@@ -53,17 +53,16 @@ def main() -> None:
                               frames_per_traj=args.frames_per_traj, trajs_per_batch=args.trajs_per_batch)
             torch.manual_seed(0)
             model = ProgressModel(args.backbone, s, amp=precision.amp, channels_last=precision.channels_last).to(device)
-            sampler = TripletSampler(dataset, cfg.batch_size, cfg.randomize, None, cfg.label_std, shared,
-                                     cfg.frames_per_traj, cfg.trajs_per_batch)
+            parts = method_parts(cfg, model, dataset)
             name = f"{'shared-embedding' if shared else 'per-triplet':<16} {label:<7}"
-            variants[name] = dict(cfg=cfg, objective=ProgressObjective(model), sampler=sampler, amp=precision.amp,
+            variants[name] = dict(cfg=cfg, parts=parts, amp=precision.amp,
                                   optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4), times=[], frames=0)
 
     for step in range(args.steps + 1):
         for v in variants.values():
             t0 = time.perf_counter()
-            batch = prepare_batch(v["sampler"], step, 0, v["cfg"], s)
-            train_step(v["objective"], v["optimizer"], batch, v["cfg"], device, v["amp"])
+            batch = prepare_batch(v["parts"].sampler, step, 0, v["cfg"], s)
+            v["parts"].step(v["parts"].objective, v["optimizer"], batch, device, v["amp"], v["cfg"].grad_clip)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if step > 0:  # the first step warms up allocators and kernels

@@ -28,7 +28,7 @@ import torch
 from drm.envs import make_env
 from video2reward import load_reward_model
 from video2reward.data import load_dataset
-from video2reward.pushback import PushBackRefiner, RefineConfig
+from video2reward.methods.pushback import PushBackFinetuner, PushBackConfig
 
 
 def parked_frames(task: str, episodes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         params, _, weight = s.partition(":")
         try:
             settings.append((params, float(weight)))
-            RefineConfig(params=params)
+            PushBackConfig(params=params)
         except ValueError:
             sys.exit(f"error: setting {s!r} is not params:weight with params all or head")
     init, cur, goal = parked_frames(args.task, args.episodes, args.seed)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cur)} parked-arm frames of {args.task}; {len(train)} train / {len(test)} held-out demos")
     for params, weight in settings:
         model = load_reward_model(args.checkpoint)
-        refiner = PushBackRefiner(model, train, RefineConfig(pushback_weight=weight, params=params),
+        finetuner = PushBackFinetuner(model, train, PushBackConfig(pushback_weight=weight, params=params),
                                   amp=model.amp, seed=args.seed)
         draw = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{np.array2string(expert_profile(model, test), precision=2)}"
                       + (f" | {per_step:.3f} s/step" if step else ""), flush=True)
             if step < args.steps:
-                idx = torch.randint(len(cur), (refiner.config.replay_batch_size,), generator=draw)
-                refiner.update(init[idx], cur[idx], goal[idx])
+                idx = torch.randint(len(cur), (finetuner.config.replay_batch_size,), generator=draw)
+                finetuner.finetune(init[idx], cur[idx], goal[idx])
     return 0
 
 

@@ -13,10 +13,11 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from video2reward.model import BACKBONES, HEAD_INPUTS
+from video2reward.methods.progressor import HEAD_INPUTS
+from video2reward.model import BACKBONES
 from video2reward.precision import PRECISIONS
-from video2reward.pushback import CROPS
-from video2reward.pushback import PARAMS as REFINE_PARAMS
+from video2reward.methods.pushback import CROPS
+from video2reward.methods.pushback import PARAMS as FINETUNE_PARAMS
 
 from .envs import OBS_TYPES, RENDER_QUALITIES, TASKS
 from .rewards import ENV_REWARDS, RELABEL_MODES, REWARD_FORMS, REWARD_MODELS
@@ -51,7 +52,7 @@ _CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "rew
             "precision": PRECISIONS, "pretrain.backbone": tuple(BACKBONES), "pretrain.head": tuple(HEAD_INPUTS),
             "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "obs_type": OBS_TYPES,
             "finetune.agent_frames": AGENT_FRAMES,
-            "finetune.crop": CROPS, "finetune.params": REFINE_PARAMS}
+            "finetune.crop": CROPS, "finetune.params": FINETUNE_PARAMS}
 
 
 class ConfigError(ValueError):

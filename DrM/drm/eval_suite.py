@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from video2reward import ProgressModel, load_reward_model
-from video2reward.reward_fn import ProgressReward, frame_reward
+from video2reward import load_reward_model
+from video2reward.methods import PROGRESSOR, build_model, method_class
+from video2reward.reward_fn import frame_reward
 from video2reward.checkpoint import load_state_dict_strict, read_checkpoint, read_provenance
 from video2reward.data import load_dataset
 from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
@@ -72,10 +73,11 @@ def _run_entries(run: Path, device: str) -> list[Entry]:
     if "reward_model" not in state:
         raise EvalDataError(f"{run / SNAPSHOT}: the run has no reward model (reward_model={cfg.get('reward_model')!r})")
     rm = state["reward_model"]
-    if rm["config"].get("method", "progressor") != "progressor":
-        raise EvalDataError(f"{run / SNAPSHOT}: the suite scores PROGRESSOR's progress; runs with "
+    method = str(rm.get("method") or rm["config"].get("method") or PROGRESSOR)
+    if not method_class(method).predicts_progress:
+        raise EvalDataError(f"{run / SNAPSHOT}: the suite scores a predicted progress; runs with "
                             f"reward_model={cfg.get('reward_model')!r} are not supported yet")
-    model = ProgressModel(**dict(rm["config"]))
+    model = build_model(method, rm["config"])
     load_state_dict_strict(model, rm["state_dict"], str(run / SNAPSHOT))
     model.eval()
     run_frames = {k: cfg[k] for k in ("render_quality", "episode_length", "action_repeat", "image_size") if k in cfg}
@@ -205,7 +207,7 @@ def score(entries: Sequence[Entry], root: Path, tasks: Sequence[str], unseen: Se
     for e in entries:
         f = feats[e.name]
         reward_fn = frame_reward(e.model)
-        progress_scale = isinstance(reward_fn, ProgressReward)
+        progress_scale = reward_fn.model.predicts_progress
         rollouts = []
         for (group, task), recs in records.items():
             for r in recs:

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from video2reward import ProgressModel, load_reward_model
+from video2reward import load_reward_model
 from video2reward.checkpoint import CheckpointError, read_checkpoint, read_provenance
 from video2reward.data import VideoDataset, load_dataset
 from video2reward.io import atomic_torch_save
-from video2reward.methods import METHODS, PRETRAINABLE, UPDATERS, DiscriminatorConfig, build_model
+from video2reward.methods import METHODS, PRETRAINABLE, OnlineFinetuner, RewardModel, build_model
+from video2reward.methods.pushback import saved_optimizer_state
 from video2reward.precision import Precision
-from video2reward.pushback import PushBackRefiner, RefineConfig, saved_optimizer_state
-from video2reward.reward_fn import EnvReward, FrameReward, ProgressReward, RewardFunction, SparseReward
+from video2reward.reward_fn import EnvReward, RewardFunction, SparseReward, frame_reward
 
 from .rewards import reward_method
 
@@ -116,7 +116,7 @@ def _describe(path: Path) -> str:
 
 
 def resolve_reward_model(cfg: DictConfig, device: torch.device, precision: Precision,
-                         checkpoint_given: bool = False) -> ProgressModel:
+                         checkpoint_given: bool = False) -> RewardModel:
     """The run's reward model (module docstring). ``checkpoint_given``: ``reward.checkpoint`` came
     from the command line rather than the config files."""
     source = checkpoint_source(cfg, checkpoint_given)
@@ -177,12 +177,11 @@ def pretrain_reward_model(cfg: DictConfig, path: Path, precision: Precision) -> 
     root = ensure_demos(cfg, tasks)
     out_dir = path.parent / f"{path.stem}_pretrain"
     method = reward_method(cfg.reward_model)
-    progressor_only = dict(label_std=p.label_std, rank_weight=p.get("rank_weight"), head=p.head) \
-        if method == "progressor" else {}
     config = TrainConfig(
         data_path=str(root), output_dir=str(out_dir), tasks=tasks, backbone=p.backbone, image_size=p.image_size,
         steps=p.steps, batch_size=p.batch_size, lr=p.lr, shift_pixels=p.shift_pixels, seed=p.seed,
-        precision=precision.requested, method=method, **progressor_only)
+        precision=precision.requested, method=method, label_std=p.label_std, rank_weight=p.get("rank_weight"),
+        head=p.head)
     if _same_pretraining(out_dir / "checkpoint_last.pth", config):  # a killed pretraining continues
         config.resume = "auto"
     checkpoint = pretrain(config)
@@ -217,29 +216,20 @@ def build_reward(cfg: DictConfig, device: torch.device, precision: Precision,
     if model.image_size != cfg.image_size:
         raise RewardSetupError(f"reward model takes {model.image_size}px frames but image_size={cfg.image_size}; "
                                f"set image_size to match the checkpoint")
-    fc = cfg.finetune
-    updater = None
-    if cfg.online_finetune and method == "progressor":
-        updater = PushBackRefiner(model, load_expert_demos(cfg, model.image_size), RefineConfig(
-            lr=fc.lr, beta=fc.beta, sigma_scale=fc.sigma_scale, pushback_weight=fc.pushback_weight,
-            expert_batch_size=fc.expert_batch_size, replay_batch_size=fc.replay_batch_size,
-            crop_scale=tuple(fc.crop_scale), crop=fc.crop, round_label_std=fc.round_label_std,
-            clip_grad=fc.clip_grad, params=fc.get("params", "all")), amp=precision.amp, seed=cfg.seed)
-        if fc.resume_optimizer:
-            _resume_refine_optimizer(str(cfg.reward.checkpoint), updater)
-    elif cfg.online_finetune and method in UPDATERS:
-        updater = UPDATERS[method](model, load_expert_demos(cfg, model.image_size), DiscriminatorConfig(
-            expert_batch_size=fc.expert_batch_size, crop_scale=tuple(fc.crop_scale), clip_grad=fc.clip_grad),
-            amp=precision.amp, seed=cfg.seed)
+    finetuner_class = type(model).finetuner_class
+    finetuner = None
+    if cfg.online_finetune and finetuner_class is not None:
+        finetuner = finetuner_class(model, load_expert_demos(cfg, model.image_size),
+                                    finetuner_class.config_from(cfg.finetune), amp=precision.amp, seed=cfg.seed)
+        if cfg.finetune.resume_optimizer:
+            _resume_finetune_optimizer(str(cfg.reward.checkpoint), finetuner)
     r = cfg.reward
-    options = dict(form=r.get("form", "default"), success_bonus=float(r.get("success_bonus", 0.0)),
-                   refresh_budget=int(r.get("refresh_budget", 0)))
-    if method == "progressor":
-        return ProgressReward(model, r.alpha, updater, relabel=r.relabel, train_mode=r.train_mode, **options)
-    return FrameReward(model, updater, relabel=r.relabel, name=method, **options)
+    return frame_reward(model, finetuner=finetuner, alpha=r.alpha, relabel=r.relabel, train_mode=r.train_mode,
+                        name=method, form=r.get("form", "default"), success_bonus=float(r.get("success_bonus", 0.0)),
+                        refresh_budget=int(r.get("refresh_budget", 0)))
 
 
-def _resume_refine_optimizer(source: str, refiner: PushBackRefiner) -> None:
+def _resume_finetune_optimizer(source: str, finetuner: OnlineFinetuner) -> None:
     """``finetune.resume_optimizer``: AdamW continues from the reward checkpoint's optimiser state
     (the released code loads ``optim_state_dict``); a checkpoint without one keeps a fresh AdamW."""
     state = None if source.startswith("hf://") else saved_optimizer_state(read_checkpoint(Path(source).expanduser()))
@@ -247,5 +237,5 @@ def _resume_refine_optimizer(source: str, refiner: PushBackRefiner) -> None:
         print(f"finetune.resume_optimizer: {source} holds no optimiser state; refinement starts a fresh AdamW",
               flush=True)
         return
-    refiner.load_optimizer_state(state)
+    finetuner.load_optimizer_state(state)
     print(f"finetune.resume_optimizer: refinement AdamW continues from the state saved in {source}", flush=True)

@@ -9,7 +9,7 @@ One agent step = ``action_repeat`` env frames. The loop (as DrQ-v2's ``train.py`
 2. every ``update_every_steps`` after the seed phase: sample an n-step batch, relabel its rewards
    with the current reward model (:func:`drm.rewards.relabel`), update the agent;
 3. every ``online_finetune_every_step`` after the seed phase: the reward's online update on agent
-   frames (``reward.update``: PROGRESSOR's push-back refinement, :mod:`video2reward.pushback`);
+   frames (``reward.finetune``: PROGRESSOR's push-back, :mod:`video2reward.methods.pushback`);
 4. every ``eval_every_frames``: deterministic eval episodes, video, reward plots, learning curve.
 
 Snapshots are written at episode boundaries; a rerun in the same run directory resumes exactly
@@ -249,15 +249,15 @@ class Workspace:
         plt.close(fig)
 
     # ------------------------------------------------------------------ training
-    def _update(self, meters: MeterGroup, refine: bool = False) -> None:
-        """One agent update; ``refine``: first a push-back step on this batch's agent frames
+    def _update(self, meters: MeterGroup, finetune: bool = False) -> None:
+        """One agent update; ``finetune``: first a push-back step on this batch's agent frames
         (``finetune.agent_frames=update_batch``, as released)."""
         cfg = self.cfg
         with self.timers("sample"):
             batch = self.replay.sample(cfg.batch_size, self.nstep(), self.discount(), window=self.reward.needs_window)
             batch = batch.to_torch(self.device)
-        if refine:
-            self._refine(meters, batch)
+        if finetune:
+            self._finetune(meters, batch)
         with self.timers("relabel"):
             batch = relabel(batch, self.reward)
         with self.timers("update"):
@@ -265,7 +265,7 @@ class Workspace:
         metrics.update(batch_reward=float(batch.reward.mean()), nstep=batch.nstep, discount=batch.gamma)
         meters.update(metrics)
 
-    def _refine(self, meters: MeterGroup, batch: Batch | None = None) -> None:
+    def _finetune(self, meters: MeterGroup, batch: Batch | None = None) -> None:
         """The reward's online update on agent triplets: the newest frame of a separate replay sample,
         or the oldest stacked frame of the agent's update ``batch`` (``finetune.agent_frames``)."""
         with self.timers("refine"):
@@ -275,7 +275,7 @@ class Workspace:
                 current, keys = batch.newest_frame, {"episodes": batch.episode, "steps": batch.step}
             else:
                 current = batch.oldest_frame
-            metrics = self.reward.update(torch.as_tensor(batch.init_frame), torch.as_tensor(current),
+            metrics = self.reward.finetune(torch.as_tensor(batch.init_frame), torch.as_tensor(current),
                                          torch.as_tensor(batch.goal_frame), **keys)
         meters.update(metrics)
 
@@ -299,11 +299,11 @@ class Workspace:
                     action = self.agent.act(obs, self.global_step, eval_mode=False)
                 if self.global_step >= self.seed_steps:
                     self.reward.begin_learning()  # reward.train_mode: the released code's first update sets eval mode
-                    refine = self.reward.online and self.global_step % cfg.online_finetune_every_step == 0
+                    finetune = self.reward.online and self.global_step % cfg.online_finetune_every_step == 0
                     if self.agent.should_update(self.global_step):
-                        self._update(meters, refine=refine and from_batch)
-                    if refine and not from_batch:
-                        self._refine(meters)
+                        self._update(meters, finetune=finetune and from_batch)
+                    if finetune and not from_batch:
+                        self._finetune(meters)
                 with self.timers("env"):
                     obs, env_reward, _, truncated, info = self.train_env.step(action)
                 if begun is None:  # first_frame=after_first_action
@@ -407,7 +407,7 @@ def _reward_state_before_reward_fn(state: dict[str, Any]) -> dict[str, Any]:
     if "rewarder" not in state:
         return {}
     cache = state["rewarder"]
-    return {"updater": state.get("refiner"), "feature_episodes": cache["feature_episodes"],
+    return {"finetuner": state.get("refiner"), "feature_episodes": cache["feature_episodes"],
             "features": cache["features"], "value_keys": cache["reward_keys"], "values": cache["rewards"],
             "train_mode": bool(cache.get("train_mode", False))}
 

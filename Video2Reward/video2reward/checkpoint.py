@@ -25,7 +25,8 @@ from torch import nn
 from .hub_files import resolve
 from .io import atomic_torch_save
 from .methods import PROGRESSOR, build_model, make_config, method_of
-from .model import BACKBONES, CONVNETS, HEAD_INPUTS, ConvNet, ModelConfig
+from .methods.progressor import HEAD_INPUTS, ModelConfig
+from .model import BACKBONES, CONVNETS, ConvNet
 from .precision import resolve_precision
 
 FORMAT = "progressor"

@@ -100,7 +100,7 @@ def evaluate(model: Any, dataset: VideoDataset, batch_size: int = 256,
     rows = [r for task in per_task for r in per_task[task]]
     results = {"overall": summary(rows), "tasks": {t: summary(r) for t, r in sorted(per_task.items())},
                "trajectories": rows, "curves": curves}
-    if hasattr(model, "predict_from_features"):
+    if model.predicts_progress:
         results["alpha"] = model.alpha
     return results
 

@@ -1,4 +1,4 @@
-"""PROGRESSOR's training objective: KL divergence from a target Gaussian to the predicted one.
+"""PROGRESSOR's Gaussian math: the KL objective from a target Gaussian to the predicted one, and the entropy.
 
 The model predicts ``N(mu, sigma^2)`` over progress; a triplet's label is a Gaussian ``N(m, s^2)``
 (mean: where the middle frame sits between the endpoints; std: 0.1 or ``sqrt(1/delta)``, see
@@ -8,12 +8,20 @@ refinement uses the same loss with the detached target ``N(beta * mu, sigma)``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 NEGATIVE_MEAN = -1.0  # target of a triplet whose middle frame comes from another video
 NEGATIVE_STD = 0.1
 NEGATIVE_WEIGHT = 0.05
+_HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
+
+
+def gaussian_entropy(sigma: torch.Tensor) -> torch.Tensor:
+    """Differential entropy of ``N(mu, sigma^2)``: ``0.5 ln(2 pi e) + ln sigma``."""
+    return _HALF_LOG_2PI_E + torch.log(sigma)
 
 
 def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor) -> torch.Tensor:
@@ -62,4 +70,4 @@ def negative_kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return progress_kl_loss(mu, sigma, NEGATIVE_MEAN, NEGATIVE_STD)
 
 
-__all__ = ["NEGATIVE_MEAN", "NEGATIVE_STD", "NEGATIVE_WEIGHT", "gaussian_kl", "negative_kl_loss", "progress_kl_loss", "ranking_loss"]
+__all__ = ["NEGATIVE_MEAN", "NEGATIVE_STD", "NEGATIVE_WEIGHT", "gaussian_entropy", "gaussian_kl", "negative_kl_loss", "progress_kl_loss", "ranking_loss"]

@@ -7,7 +7,7 @@ evaluation suite talk to; none of them knows which reward it is::
     step = reward.step(frame, env_reward, success)      # every env step -> StepReward(reward, progress, sigma)
     reward.keep(episode, step)                          # that frame is replay frame (episode, step): keep its scores
     per_step = reward.score_batch(batch)                # relabel a replay batch: (B, n) rewards, or None
-    metrics = reward.update(init, current, goal[, episodes, steps])  # online update on agent frames ({} if none)
+    metrics = reward.finetune(init, current, goal[, episodes, steps])  # online update on agent frames ({} if none)
     reward.begin_learning()                             # agent updates start (after the seed phase)
     reward.state_dict() / reward.load_state_dict(state) # everything a resumed run needs
 
@@ -17,7 +17,7 @@ Implementations:
 * :class:`FrameReward`: any reward model scoring frames against the episode's init and goal frames
   through ``encode`` and ``reward_from_features`` (each frame is encoded once per model version);
   ``reward_kind = "difference"`` models (VIP) reward a step by the change of a per-frame value. An
-  optional *updater* trains the model online from the agent's frames (push-back for PROGRESSOR,
+  optional *finetuner* trains the model online from the agent's frames (push-back for PROGRESSOR,
   :mod:`video2reward.pushback`; discriminators for the adversarial baselines).
 * :class:`ProgressReward`: PROGRESSOR, ``mu - alpha * H``, also reporting ``mu`` and ``sigma``.
 
@@ -47,6 +47,7 @@ scored), whatever the buffer holds, and no value is older than ``ceil(N / B)`` r
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,7 +55,7 @@ import numpy as np
 import torch
 
 from .frame_table import FrameTable
-from .model import ProgressModel, autocast
+from .model import autocast
 
 RELABEL_MODES = ("window", "paper", "stored")
 REWARD_FORMS = ("default", "value", "delta")
@@ -103,7 +104,7 @@ class ReplayWindow(Protocol):
     def newest_frame(self) -> torch.Tensor: ...  # (B, 3, S, S): o_t
 
 
-def _frames(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+def as_frames(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """A frame ``(3, S, S)`` or a batch ``(N, 3, S, S)`` as a uint8 batch tensor."""
     x = torch.as_tensor(x)
     return x.unsqueeze(0) if x.dim() == 3 else x
@@ -143,7 +144,7 @@ class RewardFunction:
         model, or ``None`` to keep the rewards stored when the steps were collected."""
         return None
 
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+    def finetune(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
                episodes: Any = None, steps: Any = None) -> dict[str, float]:
         """One online update on agent triplets uint8 ``(B, 3, S, S)``; returns its metrics. ``episodes`` /
         ``steps`` ``(B,)``, when given, name ``current``'s replay frames, so a reward may reuse what it
@@ -188,13 +189,13 @@ class FrameReward(RewardFunction):
     ``reward_from_features(f_init, f_cur, f_goal) -> (N,)``; its ``reward_kind`` is ``"value"`` (a
     step's reward is the value of its new frame) or ``"difference"`` (the value's change since the
     previous frame); ``form`` overrides it (module docstring), ``success_bonus`` adds ``lam * success``
-    to every step. ``updater``: an online trainer of ``model`` with ``update(init, current, goal)``,
+    to every step. ``finetuner``: an online trainer of ``model`` with ``update(init, current, goal)``,
     ``state_dict`` and ``load_state_dict``. ``refresh_budget``: values recomputed per relabelled batch
     when the model changes (``0``: exact; module docstring).
 
     Everything cached (the episode's init/goal features, features per replay episode, values per
     replay frame) belongs to the model as it was at the last :meth:`refresh`, which :meth:`update`
-    calls after changing the weights. An updater whose ``frozen_features`` is true (push-back with
+    calls after changing the weights. An finetuner whose ``frozen_features`` is true (push-back with
     ``params="head"``) leaves the encoder alone: features are then kept per replay frame for the whole
     run, and a refresh drops only the values, which the head recomputes from them cheaply.
     """
@@ -202,7 +203,7 @@ class FrameReward(RewardFunction):
     MAX_CACHED_VALUES = 4_000_000  # slots of the per-frame value table (dropped whole beyond it)
     MAX_CACHED_FEATURES = 1_000_000  # slots of the per-frame feature table (frozen encoder only)
 
-    def __init__(self, model: Any, updater: Any = None, relabel: str = "window", name: str | None = None,
+    def __init__(self, model: Any, finetuner: Any = None, relabel: str = "window", name: str | None = None,
                  form: str = "default", success_bonus: float = 0.0, refresh_budget: int = 0) -> None:
         if relabel not in RELABEL_MODES:
             raise ValueError(f"unknown relabel mode {relabel!r}; choose one of {RELABEL_MODES}")
@@ -219,13 +220,13 @@ class FrameReward(RewardFunction):
         if refresh_budget < 0:
             raise ValueError(f"refresh_budget must be >= 0, got {refresh_budget}")
         self.model = model
-        self.updater = updater
+        self.finetuner = finetuner
         self.relabel = relabel
-        self.online = updater is not None
+        self.online = finetuner is not None
         self.success_bonus = float(success_bonus)
         self.refresh_budget = int(refresh_budget)
         if self.refresh_budget and self.online and not self.keeps_features:
-            raise ValueError("refresh_budget > 0 keeps values across model changes, which needs an updater that "
+            raise ValueError("refresh_budget > 0 keeps values across model changes, which needs an finetuner that "
                              "leaves the encoder alone (push-back with finetune.params=head)")
         self._pending: tuple[torch.Tensor, float] | None = None  # the last step()'s features and value
         self._version = 0  # model version: refresh() counts it up when values are kept stale
@@ -269,13 +270,13 @@ class FrameReward(RewardFunction):
         """Scores of uint8 ``frames (L, 3, S, S)`` against ``init`` / ``goal`` ``(3, S, S)`` (default:
         the first / last frame); every frame is encoded once."""
         feats = self.model.encode(frames, batch_size)
-        f_init = feats[:1] if init is None else self.model.encode(_frames(init))
-        f_goal = feats[-1:] if goal is None else self.model.encode(_frames(goal))
+        f_init = feats[:1] if init is None else self.model.encode(as_frames(init))
+        f_goal = feats[-1:] if goal is None else self.model.encode(as_frames(goal))
         return self.score_features(f_init, feats, f_goal)
 
     # ------------------------------------------------------------------ one episode at a time
     def start_episode(self, init_frame, goal_frame) -> None:
-        self._endpoints = (_frames(init_frame), _frames(goal_frame))
+        self._endpoints = (as_frames(init_frame), as_frames(goal_frame))
         f = self.model.encode(torch.cat(self._endpoints))
         self._f_init, self._f_goal = f[:1], f[1:]
         self._last_value = self._step_scores(f[:1]).reward if self.kind == "difference" else None
@@ -283,7 +284,7 @@ class FrameReward(RewardFunction):
     def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
         if self._endpoints is None:
             raise RuntimeError("call start_episode(init_frame, goal_frame) before step()")
-        f_cur = self.model.encode(_frames(frame))
+        f_cur = self.model.encode(as_frames(frame))
         scores = self._step_scores(f_cur)
         self._pending = (f_cur, scores.reward)
         reward = scores.reward
@@ -320,8 +321,8 @@ class FrameReward(RewardFunction):
 
     @property
     def keeps_features(self) -> bool:
-        """Whether features outlive a model update (the updater never changes the encoder)."""
-        return bool(getattr(self.updater, "frozen_features", False))
+        """Whether features outlive a model update (the finetuner never changes the encoder)."""
+        return bool(getattr(self.finetuner, "frozen_features", False))
 
     def refresh(self) -> None:
         """The model changed: drop every cache (the values only, when the encoder is frozen; with a
@@ -477,33 +478,33 @@ class FrameReward(RewardFunction):
         return rewards
 
     # ------------------------------------------------------------------ online training
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+    def finetune(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
                episodes: Any = None, steps: Any = None) -> dict[str, float]:
-        """The updater's step. With a frozen encoder and the frames' replay keys, the updater gets the
+        """The finetuner's step. With a frozen encoder and the frames' replay keys, the finetuner gets the
         kept ``(B, 3, D)`` features of the triplets (``agent_features``) and encodes none of them."""
-        if self.updater is None:
+        if self.finetuner is None:
             return {}
         if self.keeps_features and episodes is not None and steps is not None:
             eps = torch.as_tensor(episodes).to("cpu", torch.int64)
             f_cur = self._kept_features(eps, torch.as_tensor(steps).to("cpu", torch.int64),
                                         lambda i: current[i.to(current.device)])
             pairs = self._endpoint_features(eps.tolist(), lambda i: (init[i], goal[i]))
-            metrics = self.updater.update(init, current, goal,
+            metrics = self.finetuner.finetune(init, current, goal,
                                           agent_features=torch.stack([pairs[:, 0], f_cur, pairs[:, 1]], 1))
         else:
-            metrics = self.updater.update(init, current, goal)
+            metrics = self.finetuner.finetune(init, current, goal)
         self.refresh()  # the cached features and values belong to the old weights
         return metrics
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """The model's weights, the updater's state and the caches, so that a resumed run scores
+        """The model's weights, the finetuner's state and the caches, so that a resumed run scores
         exactly as the uninterrupted one (encoding a different batch can change the last bits)."""
         eps = sorted(self._episode_features)
         value_keys, values = self._values.items()
         feature_keys, features = self._frame_features.items()
         return {"model": self.model.state_dict(),
-                "updater": None if self.updater is None else self.updater.state_dict(),
+                "finetuner": None if self.finetuner is None else self.finetuner.state_dict(),
                 "feature_episodes": torch.tensor(eps, dtype=torch.int64),
                 "features": torch.stack([self._episode_features[e].cpu() for e in eps]) if eps
                 else torch.zeros(0, 2, 0),
@@ -517,8 +518,9 @@ class FrameReward(RewardFunction):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("model") is not None:
             self.model.load_state_dict(state["model"])
-        if self.updater is not None and state.get("updater") is not None:
-            self.updater.load_state_dict(state["updater"])
+        saved = state.get("finetuner", state.get("updater"))  # "updater": snapshots before the rename
+        if self.finetuner is not None and saved is not None:
+            self.finetuner.load_state_dict(saved)
         device = self.model.device
         self._episode_features = {int(e): f.to(device)
                                   for e, f in zip(state.get("feature_episodes", []), state.get("features", []))}
@@ -532,89 +534,15 @@ class FrameReward(RewardFunction):
         self._last_value = state.get("last_value")
 
 
-class ProgressReward(FrameReward):
-    """PROGRESSOR: ``mu - alpha * H(N(mu, sigma^2))``, reporting ``mu`` and ``sigma`` at every step.
-
-    ``train_mode`` (the released code, ``reward.train_mode``): until :meth:`begin_learning`,
-    :meth:`step` runs the model in train mode, BatchNorm normalising each frame with its own
-    statistics and updating the running ones, and encodes the init, current and goal frames one at a
-    time at every step (nothing cached).
-    """
-
-    name = "ours"
-
-    def __init__(self, model: ProgressModel, alpha: float | None = None, updater: Any = None,
-                 relabel: str = "window", train_mode: bool = False, **options: Any) -> None:
-        super().__init__(model, updater, relabel, name="ours", **options)
-        if train_mode and self.kind == "difference":
-            raise ValueError("train_mode (the released scoring) gives absolute rewards; form=delta needs train_mode=False")
-        self.alpha = model.alpha if alpha is None else float(alpha)
-        self.train_mode = bool(train_mode)
-
-    def values(self, f_init, f_cur, f_goal) -> torch.Tensor:
-        return self.model.reward_from_features(f_init, f_cur, f_goal, self.alpha)
-
-    def _step_scores(self, f_cur: torch.Tensor) -> StepReward:
-        dist = self.model.predict_from_features(self._f_init, f_cur, self._f_goal)
-        return StepReward(float(self.model.reward_from_normal(dist, self.alpha)[0]), float(dist.loc[0]),
-                          float(dist.scale[0]))
-
-    def score_features(self, f_init, f_cur, f_goal) -> TrajectoryScores:
-        dist = self.model.predict_from_features(f_init, f_cur, f_goal)
-        mu, sigma = dist.loc.float().cpu().numpy(), dist.scale.float().cpu().numpy()
-        value = self.model.reward_from_normal(dist, self.alpha).float().cpu().numpy()  # mu - alpha * H
-        return TrajectoryScores(mu, self._rewards_of(value), mu, sigma)
-
-    def start_episode(self, init_frame, goal_frame) -> None:
-        if not self.train_mode:
-            return super().start_episode(init_frame, goal_frame)
-        self._endpoints = (_frames(init_frame), _frames(goal_frame))  # encoded at every step instead
-
-    def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
-        if not self.train_mode or self._endpoints is None:
-            return super().step(frame, env_reward, success)
-        self._pending = None  # train-mode features are not the eval-mode ones relabelling uses
-        init, goal = self._endpoints
-        f_init, f_cur, f_goal = (self._train_mode_features(x) for x in (init, _frames(frame), goal))
-        dist = self.model.predict_from_features(f_init, f_cur, f_goal)
-        reward = float(self.model.reward_from_normal(dist, self.alpha)[0]) + self.success_bonus * bool(success)
-        return StepReward(reward, float(dist.loc[0]), float(dist.scale[0]))
-
-    def _train_mode_features(self, frame: torch.Tensor) -> torch.Tensor:
-        """Features of one frame ``(1, 3, S, S)`` in train mode (BatchNorm running stats updated)."""
-        was_training = self.model.training
-        self.model.train()
-        try:
-            with torch.no_grad(), autocast(self.model.device, self.model.amp):
-                return self.model.features(frame)
-        finally:
-            self.model.train(was_training)
-
-    def begin_learning(self) -> None:
-        """Score in eval mode from now on (the released code's first agent update); the running
-        statistics moved, so every cache is rebuilt."""
-        if self.train_mode:
-            self.train_mode = False
-            self.refresh()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "train_mode": self.train_mode}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.train_mode = bool(state.get("train_mode", False))
+def frame_reward(model: Any, **options: Any) -> FrameReward:
+    """The RL reward function of a reward model: its method's ``reward_class`` (PROGRESSOR:
+    ``ProgressReward``; the baselines: :class:`FrameReward`), given those of ``options`` it takes
+    (``finetuner``, ``relabel``, ``form``, ``success_bonus``, ``refresh_budget``; PROGRESSOR also
+    ``alpha`` and ``train_mode``)."""
+    cls = model.reward_class
+    accepted = {name for c in cls.__mro__ if "__init__" in vars(c) for name in inspect.signature(c.__init__).parameters}
+    return cls(model, **{k: v for k, v in options.items() if k in accepted})
 
 
-def frame_reward(model: Any, **kwargs: Any) -> FrameReward:
-    """The :class:`FrameReward` of a reward model: :class:`ProgressReward` for PROGRESSOR (``kwargs``:
-    ``alpha``, ``updater``, ``relabel``, ``train_mode``, ``form``, ``success_bonus``, ``refresh_budget``),
-    a plain :class:`FrameReward` otherwise (the same without ``alpha`` and ``train_mode``)."""
-    if isinstance(model, ProgressModel):
-        return ProgressReward(model, **kwargs)
-    kwargs.pop("alpha", None)
-    kwargs.pop("train_mode", None)
-    return FrameReward(model, **kwargs)
-
-
-__all__ = ["EnvReward", "FrameReward", "ProgressReward", "RELABEL_MODES", "REWARD_FORMS", "ReplayWindow", "RewardFunction",
+__all__ = ["EnvReward", "FrameReward", "RELABEL_MODES", "REWARD_FORMS", "ReplayWindow", "RewardFunction",
            "SparseReward", "StepReward", "TrajectoryScores", "frame_reward"]

@@ -41,7 +41,7 @@ from .methods import method_of
 from .metrics import spearman
 from .errors import debug, error_line
 from .precision import add_precision_flag, resolve_precision
-from .reward_fn import ProgressReward, frame_reward
+from .reward_fn import frame_reward
 
 DEFAULT_FPS = 10.0  # output video rate for image folders (videos keep their own rate)
 DISPLAY_SIZE = 256  # side of the frame panel in the output video
@@ -155,7 +155,7 @@ def score_frames(model: Any, frames: Iterable[np.ndarray | torch.Tensor] | torch
     S)``, default the first / last frame. ``alpha`` (PROGRESSOR only) defaults to the model's.
     """
     reward_fn = frame_reward(model, alpha=alpha)
-    if alpha is not None and not isinstance(reward_fn, ProgressReward):
+    if alpha is not None and not model.predicts_progress:
         raise DataError(f"--alpha weights PROGRESSOR's entropy term; a {reward_fn.name} model has none")
     f_chunks: list[torch.Tensor] = []
     first = last = None

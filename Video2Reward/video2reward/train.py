@@ -48,10 +48,10 @@ from .data import DataError, VideoDataset, discover_trajectories, load_dataset
 from .errors import one_line_errors
 from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json, atomic_write_text
-from .methods import PROGRESSOR
+from .methods.base import TupleObjective, optimizer_step, tuple_train_step
+from .methods.progressor import ProgressObjective, train_step
 from .precision import resolve_precision
-from .steps import (Batch, ProgressObjective, TupleObjective, build_method, lr_at, method_parts, optimizer_step,
-                    prepare_batch, train_step, tuple_train_step)
+from .steps import Batch, build_method, lr_at, method_parts, prepare_batch
 from .triplets import TripletSampler
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -345,8 +345,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     model = build_method(cfg, precision).to(device)
     image_size = model.image_size
     train_set = _load_split(cfg, "train", image_size, info)
-    if hasattr(model, "fit_data"):  # settings a baseline reads off the data (HOLD-R's horizon)
-        model.fit_data(train_set)
+    model.fit_data(train_set)  # settings a method reads off the data (HOLD-R's horizon)
     test_set = _load_split(cfg, "test", image_size, info) if (cfg.final_eval or cfg.eval_every) else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(train_set.num_frames / cfg.batch_size))
@@ -372,24 +371,21 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
                 resume_from.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
             print(f"[video2reward] resumed from {resume_from}: step {step} of {total_steps}, saved {saved_at}")
 
-    objective, sampler, step_fn = method_parts(cfg, model, train_set)
+    parts = method_parts(cfg, model, train_set)
+    objective, sampler = parts.objective, parts.sampler
     if info.enabled:
         # a baseline may hold parts trained only online (Rank2Reward's discriminator): no gradient here
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
-                                                        find_unused_parameters=cfg.method != PROGRESSOR)
+                                                        find_unused_parameters=parts.find_unused_parameters)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     logger = _Logger(out, info.is_main, step)
     if info.is_main:
         atomic_write_json(out / "config.json", {k: _plain(v) for k, v in asdict(cfg).items()})
         print(f"[video2reward] train: {train_set}; test: {test_set if test_set is not None else 'none'}")
-        if cfg.method == PROGRESSOR:
-            unit, batches = "triplets", "shared-embedding" if cfg.shared_embedding else "per-triplet"
-        else:
-            unit, batches = f"{cfg.method} tuples", "per-tuple"
-        print(f"[video2reward] {total_steps} steps x {cfg.batch_size} {unit} x {info.world_size} process(es) "
+        print(f"[video2reward] {total_steps} steps x {cfg.batch_size} {parts.unit} x {info.world_size} process(es) "
               f"({steps_per_epoch} steps/epoch), {cfg.backbone} at {image_size}px on {device}, "
-              f"{batches} batches, {precision.name}")
+              f"{parts.batches} batches, {precision.name}")
 
     def save(path: Path, **extra: Any) -> None:
         origin = {**provenance(cfg, train_set, test_set, image_size, step, total_steps), **extra}
@@ -403,7 +399,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
                             f"checkpoint is intact") from None
 
     last = out / "checkpoint_last.pth"
-    rate_key = "triplets_per_s" if cfg.method == PROGRESSOR else "tuples_per_s"
+    rate_key = f"{parts.unit.split()[-1]}_per_s"  # triplets_per_s, tuples_per_s
     bar = tqdm(total=total_steps, initial=step, desc="pretraining", unit="step", dynamic_ncols=True,
                disable=not (info.is_main and cfg.progress_bar))
     tic, tic_step = time.perf_counter(), step
@@ -423,7 +419,7 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
                 lr = lr_at(step, cfg.lr, warmup, total_steps, cfg.lr_schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                metrics = step_fn(objective, optimizer, batch, cfg, device, precision.amp)
+                metrics = parts.step(objective, optimizer, batch, device, precision.amp, cfg.grad_clip)
                 step += 1
                 if info.enabled:  # every rank must stop after the same step
                     stop.signum = _agreed_signal(stop.signum, device)

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from .data import fit_frame
-from .model import ProgressModel
-from .reward_fn import ProgressReward, RewardFunction
+from .methods.progressor import ProgressModel, ProgressReward
+from .reward_fn import RewardFunction
 
 PushbackHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 

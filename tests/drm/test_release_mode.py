@@ -15,8 +15,8 @@ from drm.envs import TASKS, make_env
 from drm.replay_buffer import ReplayBuffer
 from drm.workspace import Timers, Workspace
 from video2reward import ProgressModel
-from video2reward.pushback import PushBackRefiner, RefineConfig, saved_optimizer_state
-from video2reward.reward_fn import ProgressReward
+from video2reward.methods.pushback import PushBackFinetuner, PushBackConfig, saved_optimizer_state
+from video2reward.methods.progressor import ProgressReward
 
 from ..video2reward.test_pushback import S, expert_dataset
 from .test_config import AGENTS, compose_cfg
@@ -131,14 +131,14 @@ def test_refinement_batch_is_expert_plus_agent_batch():
     seen = []
     forward = model.forward
     model.forward = lambda i, c, g: seen.append(i.shape[0]) or forward(i, c, g)
-    refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(expert_batch_size=7), amp=False)
-    refiner.update(frames(5, 0), frames(5, 1), frames(5, 2))
+    finetuner = PushBackFinetuner(model, expert_dataset(), PushBackConfig(expert_batch_size=7), amp=False)
+    finetuner.finetune(frames(5, 0), frames(5, 1), frames(5, 2))
     assert seen == [7 + 5]
 
 
 # ---------------------------------------------------------------------------- (3) oldest vs newest frame
 class _Recorder:
-    def update(self, init, current, goal, episodes=None, steps=None):
+    def finetune(self, init, current, goal, episodes=None, steps=None):
         self.current, self.keys = current, (episodes, steps)
         return {}
 
@@ -171,15 +171,15 @@ def test_pushback_frame_newest_of_a_replay_sample_or_oldest_of_the_update_batch(
 # ---------------------------------------------------------------------------- (4) optimiser state
 def test_refinement_optimizer_continues_from_a_saved_state():
     expert = expert_dataset()
-    donor = PushBackRefiner(small_model(), expert, RefineConfig(expert_batch_size=4), amp=False)
-    donor.update(frames(4, 0), frames(4, 1), frames(4, 2))
+    donor = PushBackFinetuner(small_model(), expert, PushBackConfig(expert_batch_size=4), amp=False)
+    donor.finetune(frames(4, 0), frames(4, 1), frames(4, 2))
     saved = donor.optimizer.state_dict()
     for key in ("optimizer", "optim_state_dict", "optimizer_state_dict"):  # ours, released MW, released EPIC
         assert saved_optimizer_state({"state_dict": {}, key: saved}) is saved
     assert saved_optimizer_state({"state_dict": {}}) is None
 
-    fresh = PushBackRefiner(small_model(), expert, RefineConfig(lr=1e-4, expert_batch_size=4), amp=False)
-    continued = PushBackRefiner(small_model(), expert, RefineConfig(lr=1e-4, expert_batch_size=4), amp=False)
+    fresh = PushBackFinetuner(small_model(), expert, PushBackConfig(lr=1e-4, expert_batch_size=4), amp=False)
+    continued = PushBackFinetuner(small_model(), expert, PushBackConfig(lr=1e-4, expert_batch_size=4), amp=False)
     continued.load_optimizer_state(saved)
     state = continued.optimizer.state_dict()
     assert state["state"][0]["step"] == saved["state"][0]["step"] == 1
@@ -187,7 +187,7 @@ def test_refinement_optimizer_continues_from_a_saved_state():
     assert continued.optimizer.param_groups[0]["lr"] == 1e-4  # finetune.lr still decides the rate
     assert not fresh.optimizer.state
     with pytest.raises(ValueError, match="does not fit"):
-        PushBackRefiner(ProgressModel("convnet_spatial", image_size=S), expert).load_optimizer_state(saved)
+        PushBackFinetuner(ProgressModel("convnet_spatial", image_size=S), expert).load_optimizer_state(saved)
 
 
 # ---------------------------------------------------------------------------- (5) first frame
@@ -215,11 +215,11 @@ def test_goal_rollout_starts_where_the_episode_is_at_the_first_call():
 # ---------------------------------------------------------------------------- (6) one crop vs one per triplet
 @pytest.mark.parametrize("crop,same", [("per_triplet", False), ("per_batch", True)])
 def test_pushback_crop_per_triplet_or_one_for_the_batch(crop, same):
-    refiner = PushBackRefiner(small_model(), expert_dataset(), RefineConfig(crop=crop), amp=False)
+    finetuner = PushBackFinetuner(small_model(), expert_dataset(), PushBackConfig(crop=crop), amp=False)
     triplet = torch.stack([frames(1, i)[0] for i in range(3)])
     agent = triplet[None].repeat(6, 1, 1, 1, 1)
     expert = triplet[None].repeat(4, 1, 1, 1, 1)
-    out = refiner._augment(expert, agent)
+    out = finetuner._augment(expert, agent)
     assert out.shape == (10, 3, 3, S, S)
     agent_out = out[4:]
     assert all(torch.equal(agent_out[0], a) for a in agent_out[1:]) is same
@@ -246,8 +246,8 @@ def test_epic_resize_is_torchvision_resize_and_centre_crop():
 def test_label_std_rounded_to_three_decimals_only_when_set():
     expert = expert_dataset(length=8)  # delta 7: sqrt(1/7) = 0.37796...
     for rounded in (False, True):
-        refiner = PushBackRefiner(small_model(), expert, RefineConfig(round_label_std=rounded), amp=False)
-        _, _, std = refiner.expert_triplets(5)
+        finetuner = PushBackFinetuner(small_model(), expert, PushBackConfig(round_label_std=rounded), amp=False)
+        _, _, std = finetuner.expert_triplets(5)
         want = torch.full((5,), 0.378) if rounded else torch.full((5,), float(np.sqrt(1 / 7)))
         torch.testing.assert_close(std, want)
 

@@ -6,7 +6,8 @@ import torch
 from drm.replay_buffer import ReplayBuffer
 from drm.rewards import relabel
 from video2reward import ProgressModel
-from video2reward.reward_fn import EnvReward, ProgressReward, SparseReward
+from video2reward.methods.progressor import ProgressReward
+from video2reward.reward_fn import EnvReward, SparseReward
 
 S = 32
 

@@ -16,7 +16,7 @@ from drm import reward_setup
 from drm.config import ConfigError, check_config, check_resume
 from drm.replay_buffer import ReplayBuffer
 from video2reward.checkpoint import save_reward_model
-from video2reward.model import ProgressModel
+from video2reward.methods.progressor import ProgressModel
 from video2reward.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -54,7 +54,7 @@ def test_toy_pipeline_pretrains_trains_and_resumes_exactly(tmp_path):
     assert list((half / "eval_video").glob("*.mp4")) and list((half / "reward_eval").glob("*.png"))
     assert any((half / "tb").iterdir())
     snap = torch.load(half / "snapshot.pt", weights_only=True)
-    assert snap["counters"]["global_step"] * 2 == 240 and "reward_model" in snap and snap["reward"]["updater"]
+    assert snap["counters"]["global_step"] * 2 == 240 and "reward_model" in snap and snap["reward"]["finetuner"]
 
     # the same run continued to 480 frames == a straight 480-frame run
     _, out = train(tmp_path, "resumed", *toy_overrides(tmp_path, 480))
@@ -116,7 +116,7 @@ def test_state_policy_drawer_open_smoke_and_exact_resume(tmp_path):
     snap = torch.load(half / "snapshot.pt", weights_only=True)
     assert snap["agent"]["encoder"]["net.0.weight"].shape[1] == 39  # the state MLP, not the conv encoder
     assert snap["replay"]["config"]["state_shape"] == [39]
-    assert snap["reward"]["updater"] is not None  # push-back runs on the frames
+    assert snap["reward"]["finetuner"] is not None  # push-back runs on the frames
     resumed, out = train(tmp_path, "resumed", *common, "num_train_frames=120")
     assert "resumed from" in out
     straight, _ = train(tmp_path, "straight", *common, "num_train_frames=120")

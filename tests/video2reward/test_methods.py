@@ -18,8 +18,8 @@ from video2reward.checkpoint import CheckpointError
 from video2reward.config import METHOD_BATCH_SIZES, TrainConfig, build_parser, config_from_args, parse_assignments
 from video2reward.data import VideoDataset
 from video2reward.evaluate import evaluate, format_table, plot_progress
-from video2reward.methods import (METHODS, PRETRAINABLE, REWARD_KINDS, UPDATERS, DiscriminatorConfig,
-                                  DiscriminatorUpdater, FrameTuples, TupleSampler, build_model)
+from video2reward.methods import (METHODS, PRETRAINABLE, REWARD_KINDS, DiscriminatorConfig,
+                                  DiscriminatorFinetuner, FrameTuples, TupleSampler, build_model)
 from video2reward.methods.adversarial import discriminator_loss
 from video2reward.methods.base import ordered_pair, sorted_frames
 from video2reward.methods.hold import hold_r_loss, hold_reward, semi_hard_triplet_loss
@@ -192,7 +192,8 @@ def test_model_contract(method):
 def test_progress_model_has_the_contract_attributes():
     assert ProgressModel.method == "progressor" and ProgressModel.reward_kind == "value"
     assert set(METHODS) == {"progressor", "tcn", "vip", "hold_r", "hold_c", "rank2reward", "gail"}
-    assert set(UPDATERS) == {"gail", "rank2reward"} and "gail" not in PRETRAINABLE
+    assert {m for m, cls in METHODS.items() if cls.finetuner_class} == {"progressor", "gail", "rank2reward"}
+    assert "gail" not in PRETRAINABLE
 
 
 @pytest.mark.parametrize("method", TRAINED)
@@ -355,7 +356,7 @@ def test_discriminator_update_separates_expert_from_agent_frames(method):
     model = tiny_model(method)
     expert_frames, agent_frames = bright_and_dark(24)
     expert = VideoDataset.from_trajectories([expert_frames[:12], expert_frames[12:]], "task")
-    updater = UPDATERS[method](model, expert, DiscriminatorConfig(lr=1e-3), seed=0)
+    finetuner = METHODS[method].finetuner_class(model, expert, DiscriminatorConfig(lr=1e-3), seed=0)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
     model.eval()  # as RL holds it; an update trains the discriminator, then restores the mode
     test_expert, test_agent = bright_and_dark(8, seed=1)
@@ -367,20 +368,20 @@ def test_discriminator_update_separates_expert_from_agent_frames(method):
     before = gap()
     for step in range(15):
         batch = agent_frames[torch.randperm(24, generator=torch.Generator().manual_seed(step))[:8]]
-        metrics = updater.update(batch, batch, batch)
+        metrics = finetuner.finetune(batch, batch, batch)
     assert gap() > before + 1.0 and gap() > 0
     assert metrics["disc_accuracy"] == 1.0 and metrics["disc_logit_expert"] > metrics["disc_logit_agent"]
     assert not model.training
     if method == "rank2reward":  # only the discriminator moves; the ranking stays as pretrained
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
-    clone = UPDATERS[method](model, expert, DiscriminatorConfig(lr=1e-3), seed=5)
-    clone.load_state_dict(updater.state_dict())
-    assert torch.equal(clone.generator.get_state(), updater.generator.get_state())
+    clone = METHODS[method].finetuner_class(model, expert, DiscriminatorConfig(lr=1e-3), seed=5)
+    clone.load_state_dict(finetuner.state_dict())
+    assert torch.equal(clone.generator.get_state(), finetuner.generator.get_state())
 
 
 def test_updater_refuses_a_model_without_a_discriminator_or_the_wrong_size():
     expert = VideoDataset.from_trajectories([torch.zeros(4, 3, 16, 16, dtype=torch.uint8)], "task")
     with pytest.raises(TypeError, match="no discriminator"):
-        DiscriminatorUpdater(tiny_model("tcn"), expert)
+        DiscriminatorFinetuner(tiny_model("tcn"), expert)
     with pytest.raises(ValueError, match="16px"):
-        DiscriminatorUpdater(tiny_model("gail"), expert)
+        DiscriminatorFinetuner(tiny_model("gail"), expert)

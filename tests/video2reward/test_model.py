@@ -7,7 +7,9 @@ import torch
 
 from video2reward import CheckpointError, ProgressModel, load_reward_model, save_reward_model
 from video2reward.checkpoint import infer_config
-from video2reward.model import CONVNETS, DISTANCE_EPS, HEAD_INPUTS, ConvNet, gaussian_entropy, log_distance
+from video2reward.losses import gaussian_entropy
+from video2reward.methods.progressor import DISTANCE_EPS, HEAD_INPUTS, log_distance
+from video2reward.model import CONVNETS, ConvNet
 
 # Names and shapes of the two released checkpoints (copied from the project's shared/ folder).
 KEYS = json.loads((Path(__file__).resolve().parents[1] / "data" / "upstream_checkpoint_keys.json").read_text())

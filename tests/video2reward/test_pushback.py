@@ -2,7 +2,7 @@ import pytest
 import numpy as np
 import torch
 
-from video2reward.pushback import PushBackRefiner, RefineConfig, pushback_target
+from video2reward.methods.pushback import PushBackFinetuner, PushBackConfig, pushback_target
 from video2reward import ProgressModel
 from video2reward.data import VideoDataset
 
@@ -35,7 +35,7 @@ def test_pushback_lowers_progress_on_agent_frames_and_leaves_eval_mode():
     torch.manual_seed(0)
     model = ProgressModel("convnet", image_size=S, amp=False, channels_last=False)
     expert = expert_dataset()
-    refiner = PushBackRefiner(model, expert, RefineConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
+    finetuner = PushBackFinetuner(model, expert, PushBackConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
                                                           replay_batch_size=8), amp=False, seed=0)
     rng = np.random.default_rng(1)
     agent = [torch.as_tensor(rng.integers(0, 256, (8, 3, S, S), dtype=np.uint8)) for _ in range(3)]
@@ -44,7 +44,7 @@ def test_pushback_lowers_progress_on_agent_frames_and_leaves_eval_mode():
         model.fc_mu.bias.fill_(1.0 - before.item() + 1.0)
     start = model.predict(*agent).loc.mean()
     for _ in range(15):
-        metrics = refiner.update(*agent)
+        metrics = finetuner.finetune(*agent)
     assert not model.training
     assert all(np.isfinite(v) for v in metrics.values())
     assert model.predict(*agent).loc.mean() < start - 0.05
@@ -53,8 +53,8 @@ def test_pushback_lowers_progress_on_agent_frames_and_leaves_eval_mode():
 def test_expert_triplets_have_fixed_endpoints_and_delta_std():
     model = ProgressModel("convnet", image_size=S)
     expert = expert_dataset(n=1, length=11)
-    refiner = PushBackRefiner(model, expert, seed=3)
-    frames, label_mu, label_std = refiner.expert_triplets(16)
+    finetuner = PushBackFinetuner(model, expert, seed=3)
+    frames, label_mu, label_std = finetuner.expert_triplets(16)
     assert frames.shape == (16, 3, 3, S, S)
     traj = expert.trajectory(0)
     assert (frames[:, 0] == traj[0]).all() and (frames[:, 2] == traj[-1]).all()
@@ -66,21 +66,21 @@ def test_expert_triplets_have_fixed_endpoints_and_delta_std():
 
 def test_refiner_state_round_trip(tmp_path):
     model = ProgressModel("convnet", image_size=S)
-    refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(expert_batch_size=2), seed=0)
-    refiner.update(*(torch.zeros(2, 3, S, S, dtype=torch.uint8),) * 3)
-    torch.save(refiner.state_dict(), tmp_path / "r.pt")
-    other = PushBackRefiner(model, expert_dataset(), RefineConfig(expert_batch_size=2), seed=99)
+    finetuner = PushBackFinetuner(model, expert_dataset(), PushBackConfig(expert_batch_size=2), seed=0)
+    finetuner.finetune(*(torch.zeros(2, 3, S, S, dtype=torch.uint8),) * 3)
+    torch.save(finetuner.state_dict(), tmp_path / "r.pt")
+    other = PushBackFinetuner(model, expert_dataset(), PushBackConfig(expert_batch_size=2), seed=99)
     other.load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
-    a, b = refiner.expert_triplets(4), other.expert_triplets(4)
+    a, b = finetuner.expert_triplets(4), other.expert_triplets(4)
     assert torch.equal(a[0], b[0])
 
 
 def test_head_only_pushback_trains_the_head_alone_and_still_pushes_back():
     torch.manual_seed(0)
     model = ProgressModel("convnet", image_size=S, amp=False, channels_last=False)
-    refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
+    finetuner = PushBackFinetuner(model, expert_dataset(), PushBackConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
                                                                     replay_batch_size=8, params="head"), seed=0)
-    assert refiner.frozen_features and not PushBackRefiner(model, expert_dataset()).frozen_features
+    assert finetuner.frozen_features and not PushBackFinetuner(model, expert_dataset()).frozen_features
     encoder = {k: v.clone() for k, v in model.model.state_dict().items()}
     head = [p.detach().clone() for p in model.head_parameters()]
     rng = np.random.default_rng(1)
@@ -90,7 +90,7 @@ def test_head_only_pushback_trains_the_head_alone_and_still_pushes_back():
     features = model.encode(agent[1])
     start = model.predict(*agent).loc.mean()
     for _ in range(15):
-        metrics = refiner.update(*agent)
+        metrics = finetuner.finetune(*agent)
     assert not model.training and all(np.isfinite(v) for v in metrics.values())
     for k, v in model.model.state_dict().items():  # weights and BatchNorm statistics alike
         assert torch.equal(v, encoder[k]), k
@@ -98,7 +98,7 @@ def test_head_only_pushback_trains_the_head_alone_and_still_pushes_back():
     assert any(not torch.equal(p, q) for p, q in zip(model.head_parameters(), head))
     assert model.predict(*agent).loc.mean() < start - 0.05
     with pytest.raises(ValueError, match="params"):
-        RefineConfig(params="encoder")
+        PushBackConfig(params="encoder")
 
 
 def test_head_only_step_from_given_features_is_the_step_from_frames():
@@ -108,10 +108,10 @@ def test_head_only_step_from_given_features_is_the_step_from_frames():
     for given in (False, True):
         torch.manual_seed(0)
         model = ProgressModel("convnet", image_size=S, amp=False, channels_last=False)
-        refiner = PushBackRefiner(model, expert_dataset(), RefineConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
+        finetuner = PushBackFinetuner(model, expert_dataset(), PushBackConfig(lr=1e-3, pushback_weight=1.0, expert_batch_size=4,
                                                                         replay_batch_size=8, params="head"), seed=0)
         features = torch.stack([model.encode(x) for x in agent], 1) if given else None
-        metrics = [refiner.update(*agent, agent_features=features) for _ in range(3)]
+        metrics = [finetuner.finetune(*agent, agent_features=features) for _ in range(3)]
         runs.append((metrics, [p.detach().clone() for p in model.head_parameters()]))
     (m_frames, p_frames), (m_given, p_given) = runs
     assert m_frames == m_given

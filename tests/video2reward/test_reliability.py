@@ -18,7 +18,7 @@ from video2reward.checkpoint import CheckpointError, read_checkpoint, read_prove
 from video2reward.data import DataError, load_dataset, load_image
 from video2reward.errors import DEBUG_ENV, one_line_errors
 from video2reward.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from video2reward.model import ProgressModel
+from video2reward.methods.progressor import ProgressModel
 from video2reward.train import TrainConfig, config_from_args, main, pretrain
 
 REPO = Path(__file__).resolve().parents[2]

@@ -47,12 +47,12 @@ class RedDistanceDelta(RedDistance):
 
 
 class AddOne:
-    """An online updater: every update adds 1 to the model's value."""
+    """An online finetuner: every update adds 1 to the model's value."""
 
     def __init__(self, model):
         self.model, self.calls = model, 0
 
-    def update(self, init, current, goal):
+    def finetune(self, init, current, goal):
         self.calls += 1
         self.model.offset += 1.0
         return {"calls": float(self.calls)}
@@ -137,17 +137,17 @@ def test_online_update_refreshes_every_cache_and_resumes_exactly():
     model = RedDistance()
     reward = FrameReward(model, AddOne(model))
     assert reward.online and not FrameReward(RedDistance()).online and not EnvReward().online
-    assert FrameReward(RedDistance()).update(*frames(3, 0)[:, None]) == {}
+    assert FrameReward(RedDistance()).finetune(*frames(3, 0)[:, None]) == {}
     init, goal = frames(1, 0)[0], frames(1, 1)[0]
     reward.start_episode(init, goal)
     batch = filled_buffer().sample(8, nstep=2, discount=0.9).to_torch("cpu")
     before_step, before_batch = reward.step(init).reward, reward.score_batch(batch)
-    assert reward.update(batch.init_frame, batch.newest_frame, batch.goal_frame) == {"calls": 1.0}
+    assert reward.finetune(batch.init_frame, batch.newest_frame, batch.goal_frame) == {"calls": 1.0}
     assert reward.step(init).reward == pytest.approx(before_step + 1)
     torch.testing.assert_close(reward.score_batch(batch), before_batch + 1)
     restored = restored_copy(reward, AddOne)
     fresh = restored.model
-    assert restored.updater.calls == 1 and float(fresh.offset) == 1.0
+    assert restored.finetuner.calls == 1 and float(fresh.offset) == 1.0
     fresh.encoded = 0
     torch.testing.assert_close(restored.score_batch(batch), before_batch + 1)
     assert fresh.encoded == 0, "the value cache is part of the state"
@@ -183,13 +183,13 @@ def test_wrapper_with_baseline_methods_passes_check_env(method):
 
 
 class AddOneHeadOnly(AddOne):
-    """An updater that changes only what comes after the features (push-back with params="head")."""
+    """An finetuner that changes only what comes after the features (push-back with params="head")."""
 
     frozen_features = True
 
-    def update(self, init, current, goal, agent_features=None):
+    def finetune(self, init, current, goal, agent_features=None):
         self.agent_features = agent_features
-        return super().update(init, current, goal)
+        return super().finetune(init, current, goal)
 
 
 def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
@@ -200,7 +200,7 @@ def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
     buf = filled_buffer(episodes=6)
     batch = buf.sample(8, nstep=3, discount=0.9).to_torch("cpu")
     before = reward.score_batch(batch)
-    reward.update(batch.init_frame, batch.newest_frame, batch.goal_frame)
+    reward.finetune(batch.init_frame, batch.newest_frame, batch.goal_frame)
     model.encoded = 0
     after = reward.score_batch(batch)
     torch.testing.assert_close(after, before + 1)  # new values, from the features kept since
@@ -213,7 +213,7 @@ def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
     assert model.encoded > 0, "frames not seen before are encoded"
     restored = restored_copy(reward, AddOneHeadOnly)
     fresh = restored.model
-    restored.update(batch.init_frame, batch.newest_frame, batch.goal_frame)  # drops values, keeps features
+    restored.finetune(batch.init_frame, batch.newest_frame, batch.goal_frame)  # drops values, keeps features
     fresh.encoded = 0
     torch.testing.assert_close(restored.score_batch(batch), before + 2)
     assert fresh.encoded == 0, "the feature cache is part of the state"
@@ -221,23 +221,23 @@ def test_a_frozen_encoder_keeps_features_across_updates_and_resumes_with_them():
 
 def test_a_frozen_encoder_hands_its_kept_features_to_the_updater():
     model = RedDistance()
-    updater = AddOneHeadOnly(model)
-    reward = FrameReward(model, updater)
+    finetuner = AddOneHeadOnly(model)
+    reward = FrameReward(model, finetuner)
     buf = filled_buffer(episodes=6)
     batch = buf.sample(8, nstep=3, discount=0.9).to_torch("cpu")
     reward.score_batch(batch)  # keeps the window frames' features and the episodes' endpoints
     refine = buf.sample(16, nstep=1, discount=1.0, window=False).to_torch("cpu")
     model.encoded = 0
-    reward.update(refine.init_frame, refine.newest_frame, refine.goal_frame, refine.episode, refine.step)
+    reward.finetune(refine.init_frame, refine.newest_frame, refine.goal_frame, refine.episode, refine.step)
     encoded = model.encoded
     expected = torch.stack([model.encode(x) for x in (refine.init_frame, refine.newest_frame, refine.goal_frame)], 1)
-    torch.testing.assert_close(updater.agent_features, expected)
+    torch.testing.assert_close(finetuner.agent_features, expected)
     kept = {(int(e), int(t) + i) for e, t in zip(batch.episode, batch.step) for i in (1, 2, 3)}
     new_frames = {(int(e), int(t)) for e, t in zip(refine.episode, refine.step)} - kept
     new_episodes = {int(e) for e in refine.episode} - {int(e) for e in batch.episode}
     assert encoded == len(new_frames) + 2 * len(new_episodes) < 3 * 16, "what was kept is not encoded again"
-    reward.update(refine.init_frame, refine.newest_frame, refine.goal_frame)  # no keys: the updater encodes
-    assert updater.agent_features is None
+    reward.finetune(refine.init_frame, refine.newest_frame, refine.goal_frame)  # no keys: the finetuner encodes
+    assert finetuner.agent_features is None
 
 
 def test_a_frozen_encoder_keeps_what_step_computed_for_the_replay_frame():
@@ -259,7 +259,7 @@ def test_a_frozen_encoder_keeps_what_step_computed_for_the_replay_frame():
     assert model.encoded == 0, "frames scored at collection are neither encoded nor gathered again"
     expected = torch.tensor([[stepped[int(t) + i] for i in range(3)] for t in batch.step])
     torch.testing.assert_close(per_step, expected)
-    reward.update(None, None, None)  # the head changes: the kept values go, the kept features stay
+    reward.finetune(None, None, None)  # the head changes: the kept values go, the kept features stay
     torch.testing.assert_close(reward.score_batch(batch), expected + 1)
     assert model.encoded == 0
     plain = FrameReward(RedDistance(), AddOne(RedDistance()))  # an encoder that changes keeps nothing

@@ -11,8 +11,9 @@ import torch
 from drm.replay_buffer import ReplayBuffer
 from video2reward import ProgressModel
 from video2reward.frame_table import FrameTable
-from video2reward.model import gaussian_entropy
-from video2reward.reward_fn import FrameReward, ProgressReward
+from video2reward.losses import gaussian_entropy
+from video2reward.methods.progressor import ProgressReward
+from video2reward.reward_fn import FrameReward
 
 from .test_reward_fn import AddOne, AddOneHeadOnly, RedDistance, filled_buffer, frames
 
@@ -20,7 +21,7 @@ S = 16
 
 
 class RedLevel(RedDistance):
-    """Value = the frame's mean red level in [0, 1] (+ the updater's offset): easy to set by hand."""
+    """Value = the frame's mean red level in [0, 1] (+ the finetuner's offset): easy to set by hand."""
 
     def reward_from_features(self, f_init, f_cur, f_goal):
         return f_cur[:, 0] + self.offset
@@ -130,7 +131,7 @@ def test_budgeted_refresh_is_stale_by_at_most_kept_over_budget_batches():
     worst = 0
     for i in range(40):
         for r in (reward, exact):
-            r.update(None, None, None)  # every value one version older (AddOne adds 1 to the head's output)
+            r.finetune(None, None, None)  # every value one version older (AddOne adds 1 to the head's output)
         batch = buf.sample(8, nstep=3, discount=0.9).to_torch("cpu")
         kept = len(reward._values)
         behind = exact.score_batch(batch) - reward.score_batch(batch)  # in model versions
@@ -153,17 +154,17 @@ def test_budgeted_refresh_resumes_exactly_and_needs_a_frozen_encoder():
     buf = filled_buffer(episodes=4, length=10)
     rng_batches = [buf.sample(8, nstep=3, discount=0.9).to_torch("cpu") for _ in range(8)]
     for batch in rng_batches[:4]:
-        reward.update(None, None, None)
+        reward.finetune(None, None, None)
         reward.score_batch(batch)
     restored = copy_of(reward)
     for batch in rng_batches[4:]:
         for r in (reward, restored):
-            r.update(None, None, None)
+            r.finetune(None, None, None)
         torch.testing.assert_close(restored.score_batch(batch), reward.score_batch(batch))
     assert restored._cursor == reward._cursor and restored._version == reward._version
     with pytest.raises(ValueError, match="encoder"):
         FrameReward(model, AddOne(model), refresh_budget=5)
-    FrameReward(model, refresh_budget=5)  # no updater: the model never changes, nothing is stale
+    FrameReward(model, refresh_budget=5)  # no finetuner: the model never changes, nothing is stale
 
 
 def test_evicted_episodes_are_forgotten_and_the_sweep_skips_them():
@@ -185,7 +186,7 @@ def test_evicted_episodes_are_forgotten_and_the_sweep_skips_them():
     keys, _ = reward._values.items()
     assert int(keys[:, 0].min()) >= live and len(keys) == 10 * (6 - live)
     assert min(reward._episode_features) >= live and int(reward._frame_features.items()[0][:, 0].min()) >= live
-    reward.update(None, None, None)
+    reward.finetune(None, None, None)
     assert reward.sweep() == 10 * (6 - live)  # only live frames are re-scored
     table = FrameTable(100)
     table.put(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1]), torch.arange(4.0))

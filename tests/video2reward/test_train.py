@@ -15,7 +15,7 @@ from PIL import Image
 from video2reward import load_reward_model
 from video2reward.data import VideoDataset
 from video2reward.evaluate import evaluate, plot_progress, rankdata, spearman
-from video2reward.model import ProgressModel
+from video2reward.methods.progressor import ProgressModel
 from video2reward.precision import resolve_precision
 from video2reward import augment as aug
 from video2reward.train import PRESETS, RANK_WEIGHT, TrainConfig, augmentation_config, config_from_args, lr_at, main, pretrain

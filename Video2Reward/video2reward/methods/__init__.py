@@ -22,25 +22,23 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Mapping
 
-from ..model import ModelConfig, ProgressModel
-from .adversarial import Discriminator, DiscriminatorConfig, DiscriminatorUpdater, discriminator_loss
-from .base import DIFFERENCE, REWARD_KINDS, VALUE, FrameTuples, MethodConfig, OnlineUpdater, RewardModel, TupleSampler
+from .adversarial import Discriminator, DiscriminatorConfig, DiscriminatorFinetuner, discriminator_loss
+from .base import (DIFFERENCE, REWARD_KINDS, SCORES, TRIPLETS, VALUE, FrameTuples, MethodConfig, OnlineFinetuner,
+                   Pretraining, RewardModel, Sampling, TupleSampler)
 from .gail import GAILConfig, GAILModel
 from .hold import HoldCConfig, HoldCModel, HoldRConfig, HoldRModel
+from .progressor import ModelConfig, ProgressModel, ProgressorConfig, ProgressorTraining
 from .rank2reward import Rank2RewardConfig, Rank2RewardModel
 from .tcn import TCNConfig, TCNModel
 from .vip import VIPConfig, VIPModel
 
-PROGRESSOR = "progressor"
-METHODS: dict[str, type] = {PROGRESSOR: ProgressModel, "tcn": TCNModel, "vip": VIPModel, "hold_r": HoldRModel,
-                            "hold_c": HoldCModel, "rank2reward": Rank2RewardModel, "gail": GAILModel}
-PRETRAINABLE = tuple(m for m in METHODS if m != "gail")  # what `main.py --method` trains on expert videos
-# online updaters built like PushBackRefiner(model, expert, config, amp, seed); PROGRESSOR's push-back
-# is video2reward.pushback.PushBackRefiner
-UPDATERS: dict[str, type] = {"gail": DiscriminatorUpdater, "rank2reward": DiscriminatorUpdater}
+PROGRESSOR = ProgressModel.method
+METHODS: dict[str, type[RewardModel]] = {cls.method: cls for cls in (
+    ProgressModel, TCNModel, VIPModel, HoldRModel, HoldCModel, Rank2RewardModel, GAILModel)}
+PRETRAINABLE = tuple(m for m, cls in METHODS.items() if cls.pretrainable)  # what `main.py --method` trains
 
 
-def method_class(method: str) -> type:
+def method_class(method: str) -> type[RewardModel]:
     """The model class of ``method``; a one-line error names the known ones."""
     try:
         return METHODS[method]
@@ -48,22 +46,23 @@ def method_class(method: str) -> type:
         raise ValueError(f"unknown reward method {method!r}; choose one of {', '.join(METHODS)}") from None
 
 
-def config_class(method: str) -> type:
-    """The config dataclass of ``method`` (:class:`~video2reward.model.ModelConfig` for PROGRESSOR)."""
-    cls = method_class(method)
-    return ModelConfig if cls is ProgressModel else cls.config_class
+def config_class(method: str) -> type[MethodConfig]:
+    """The config dataclass of ``method``."""
+    return method_class(method).config_class
 
 
-def make_config(method: str, fields: Mapping[str, Any]) -> Any:
-    """``method``'s config from its dict form (a ``"method"`` entry, if any, must agree)."""
+def make_config(method: str, fields: Mapping[str, Any]) -> MethodConfig:
+    """``method``'s config from its dict form (a ``"method"`` entry, if any, must agree; files
+    written before configs named their method have none)."""
+    cls = config_class(method)
     fields = dict(fields)
     named = fields.pop("method", method)
     if named != method:
         raise ValueError(f"config is for method {named!r}, not {method!r}")
-    return ModelConfig(**fields) if method == PROGRESSOR else config_class(method)(method=method, **fields)
+    return cls(method=method, **fields)
 
 
-def build_model(method: str, config: Mapping[str, Any] | Any, **kwargs: Any):
+def build_model(method: str, config: Mapping[str, Any] | Any, **kwargs: Any) -> RewardModel:
     """A fresh model of ``method`` from its config (dataclass or dict); ``kwargs``: ``amp``, ``channels_last``."""
     fields = config if isinstance(config, Mapping) else asdict(config)
     return method_class(method).from_config(make_config(method, fields), **kwargs)
@@ -71,11 +70,11 @@ def build_model(method: str, config: Mapping[str, Any] | Any, **kwargs: Any):
 
 def method_of(model: Any) -> str:
     """The registry name of a model instance."""
-    return getattr(model, "method", PROGRESSOR)
+    return model.method
 
 
-__all__ = ["DIFFERENCE", "Discriminator", "DiscriminatorConfig", "DiscriminatorUpdater", "FrameTuples", "GAILConfig",
-           "GAILModel", "HoldCConfig", "HoldCModel", "HoldRConfig", "HoldRModel", "METHODS", "MethodConfig", "OnlineUpdater",
-           "PRETRAINABLE", "PROGRESSOR", "REWARD_KINDS", "Rank2RewardConfig", "Rank2RewardModel", "RewardModel",
-           "TCNConfig", "TCNModel", "TupleSampler", "UPDATERS", "VALUE", "VIPConfig", "VIPModel", "build_model",
+__all__ = ["DIFFERENCE", "Discriminator", "DiscriminatorConfig", "DiscriminatorFinetuner", "FrameTuples", "GAILConfig",
+           "GAILModel", "HoldCConfig", "HoldCModel", "HoldRConfig", "HoldRModel", "METHODS", "MethodConfig", "OnlineFinetuner",
+           "PRETRAINABLE", "PROGRESSOR", "Pretraining", "ProgressModel", "ProgressorConfig", "ProgressorTraining", "REWARD_KINDS", "SCORES", "Sampling", "TRIPLETS", "ModelConfig", "Rank2RewardConfig", "Rank2RewardModel", "RewardModel",
+           "TCNConfig", "TCNModel", "TupleSampler", "VALUE", "VIPConfig", "VIPModel", "build_model",
            "config_class", "discriminator_loss", "make_config", "method_class", "method_of"]

@@ -11,12 +11,12 @@ GAIL uses it as the whole reward (:mod:`.gail`); Rank2Reward adds it to the rank
 pessimism term (:mod:`.rank2reward`). A model that has a discriminator exposes it as
 ``model.discriminator`` with ``features(frames) -> (N, 128)`` and ``head(features) -> (N,)`` logits.
 
-:class:`DiscriminatorUpdater` is constructed and called like :class:`video2reward.pushback.PushBackRefiner`:
+:class:`DiscriminatorFinetuner` is constructed and called like :class:`video2reward.pushback.PushBackFinetuner`:
 ``update(init, current, goal)`` takes a batch of agent frames from replay (only ``current`` is
 used: the discriminator looks at single frames), draws as many expert frames itself (uniformly
 over the expert videos, then over their frames), gives every frame a random-resized crop (area
 ``crop_scale``) and takes one AdamW step on the discriminator's parameters only. What it shares
-with push-back (construction, optimiser, generator, crop, state) is :class:`~.base.OnlineUpdater`.
+with push-back (construction, optimiser, generator, crop, state) is :class:`~.base.OnlineFinetuner`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..augment import augment
 from ..data import VideoDataset
 from ..model import autocast
 from ..triplets import randint_below
-from .base import FrameEncoder, OnlineUpdater, ScalarHead
+from .base import FrameEncoder, OnlineFinetuner, ScalarHead
 
 
 class Discriminator(FrameEncoder):
@@ -56,8 +56,11 @@ class DiscriminatorConfig:
     clip_grad: float = 1.0  # gradient-norm clip
 
 
-class DiscriminatorUpdater(OnlineUpdater):
-    """Owns the discriminator's optimiser; :meth:`update` is one online step (see the module doc)."""
+class DiscriminatorFinetuner(OnlineFinetuner):
+    """Owns the discriminator's optimiser; :meth:`finetune` is one online step (see the module doc)."""
+
+    config_class = DiscriminatorConfig
+    config_keys = ("expert_batch_size", "crop_scale", "clip_grad")  # its learning rate is its own
 
     what = "the discriminator"
 
@@ -75,7 +78,7 @@ class DiscriminatorUpdater(OnlineUpdater):
         traj = randint_below(torch.full((n,), len(self.expert)), self.generator)
         return self.expert.gather(traj, randint_below(self.lengths[traj], self.generator))
 
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
+    def finetune(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor) -> dict[str, float]:
         """One step on agent frames ``current`` (uint8 ``(B, 3, S, S)``); ``init`` and ``goal`` are unused."""
         agent = current.cpu()
         n = self.config.expert_batch_size or len(agent)
@@ -99,4 +102,4 @@ class DiscriminatorUpdater(OnlineUpdater):
                 "disc_accuracy": torch.cat([logits[:n] > 0, logits[n:] <= 0]).float().mean().item()}
 
 
-__all__ = ["Discriminator", "DiscriminatorConfig", "DiscriminatorUpdater", "discriminator_loss"]
+__all__ = ["Discriminator", "DiscriminatorConfig", "DiscriminatorFinetuner", "discriminator_loss"]

@@ -17,21 +17,26 @@ the model (:meth:`RewardModel.from_config`).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..augment import AugmentConfig
 from ..data import VideoDataset
-from ..model import (BACKBONES, FEATURE_DIM, FEATURE_SCALE, IMAGENET_MEAN, IMAGENET_STD, ProgressModel, ResidualBlock,
-                     autocast, build_backbone)
+from ..model import BACKBONES, FEATURE_DIM, FEATURE_SCALE, IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, autocast, build_backbone
+from ..reward_fn import FrameReward
 from ..triplets import TripletSampler, randint_below
 
 VALUE = "value"  # the reward of a step is the value of the newly observed frame
 DIFFERENCE = "difference"  # the reward of step t+1 is value(o_{t+1}) - value(o_t) (VIP)
 REWARD_KINDS = (VALUE, DIFFERENCE)
+TRIPLETS = "triplets"  # a reward call reads (init, current, goal) frames
+SCORES = (TRIPLETS,)
 
 Metrics = dict[str, torch.Tensor]  # scalar tensors, logged by the training loop
 
@@ -55,19 +60,17 @@ class MethodConfig:
 
 # ------------------------------------------------------------------------------------ networks
 class FrameEncoder(nn.Module):
-    """A backbone behind PROGRESSOR's input contract; ``features`` gives L2-normalised ``(N, 128)``.
-
-    The frame checks, the feature computation and the inference context are
-    :class:`~video2reward.model.ProgressModel`'s own functions, so every method reads frames the same way.
-    """
-
-    check_frames = ProgressModel.check_frames
-    features = ProgressModel.features  # uint8 (N, 3, S, S) -> (N, 128) unit features, differentiable
-    inference = ProgressModel.inference  # eval mode, no grad, bf16 autocast if amp; restores the mode
+    """A backbone of :data:`~video2reward.model.BACKBONES` behind the input contract every method
+    shares: uint8 frames ``(N, 3, S, S)`` in [0, 255] at ``image_size``, ImageNet normalisation
+    inside, L2-normalised float32 features ``(N, 128)``. Inference runs in eval mode (BatchNorm uses
+    its running statistics) without gradients; :meth:`features` is for training and follows the
+    module's mode. The backbone is the submodule ``model`` (the released checkpoints' name)."""
 
     def __init__(self, backbone: str, image_size: int, amp: bool = False, channels_last: bool = True) -> None:
         super().__init__()
         self._image_size = int(image_size)
+        # bf16 autocast in the inference methods; off by default so scores are exact (fp32). Training
+        # code sets its own; video2reward.precision decides where bf16 pays.
         self.amp = amp
         self.channels_last = channels_last
         self.model = build_backbone(backbone)
@@ -83,6 +86,38 @@ class FrameEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """Raise a one-line error unless ``frames`` is uint8 ``(N, 3, S, S)`` at the model's size."""
+        if not isinstance(frames, torch.Tensor):
+            raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+        size = self.image_size
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"frames must be uint8 in [0, 255] (the model normalises them), got {frames.dtype}")
+        if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[2:] != (size, size):
+            raise ValueError(f"frames must have shape (N, 3, {size}, {size}), got {tuple(frames.shape)}")
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, 3, S, S)`` -> L2-normalised float32 features ``(N, 128)`` (differentiable)."""
+        self.check_frames(frames)
+        x = frames.to(self.device, non_blocking=True).float()
+        x = (x - self.pixel_mean) / self.pixel_std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return F.normalize(self.model(x).float(), dim=-1)
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode (BatchNorm running stats), no grad, bf16 autocast if ``amp``; restores the mode after."""
+        was_training = self.training  # modes are set on the whole model: eval() walks every module,
+        if was_training:               # a cost per call that a model already in eval mode need not pay
+            self.eval()
+        try:
+            with torch.no_grad(), autocast(self.device, self.amp):
+                yield
+        finally:
+            if was_training:
+                self.train()
 
 
 class ScalarHead(nn.Module):
@@ -120,11 +155,42 @@ class LinearEmbedding(nn.Module):
 
 
 class RewardModel(FrameEncoder):
-    """Base of the baselines' models (see the module doc for the contract)."""
+    """Base of every method's model (the contract: the module doc). A subclass declares the class
+    attributes below; :meth:`__init_subclass__` refuses one that does not (``abstract=True`` in the
+    class statement exempts an intermediate base)."""
 
-    method: ClassVar[str]
-    reward_kind: ClassVar[str] = VALUE
-    config_class: ClassVar[type[MethodConfig]]
+    # --- what every method declares
+    method: ClassVar[str]  # the registry name, saved in checkpoints
+    config_class: ClassVar[type[MethodConfig]]  # its config; the dict form rebuilds the model
+    scores: ClassVar[str] = TRIPLETS  # what a reward call reads (:data:`SCORES`)
+    reward_kind: ClassVar[str] = VALUE  # how RL turns values into step rewards (:data:`REWARD_KINDS`)
+    # --- what it may declare
+    pretrainable: ClassVar[bool] = True  # trained on expert videos by `main.py --method`
+    default_batch_size: ClassVar[int | None] = None  # tuples per pretraining step without --batch_size
+    finetuner_class: ClassVar[type | None] = None  # its online fine-tuning during RL (an OnlineFinetuner)
+    reward_class: ClassVar[type] = FrameReward  # its RL reward function (video2reward.reward_fn)
+    predicts_progress: ClassVar[bool] = False  # predict_from_features gives N(mu, sigma) over progress
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        name = getattr(cls, "method", None)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{where}: a reward method declares its registry name (method = '...')")
+        config_class = getattr(cls, "config_class", None)
+        if not (isinstance(config_class, type) and issubclass(config_class, MethodConfig)):
+            raise TypeError(f"{where}: config_class must be a MethodConfig dataclass, got {config_class!r}")
+        named = config_class.__dataclass_fields__["method"].default
+        if named != name:
+            raise TypeError(f"{where}: config_class {config_class.__name__} is the config of {named!r}, not {name!r}")
+        if cls.scores not in SCORES or cls.reward_kind not in REWARD_KINDS:
+            raise TypeError(f"{where}: scores must be one of {SCORES} and reward_kind one of {REWARD_KINDS}, got "
+                            f"{cls.scores!r}, {cls.reward_kind!r}")
+        if cls.pretrainable and cls.pretraining is RewardModel.pretraining and (
+                cls.sample_indices is RewardModel.sample_indices or cls.loss is RewardModel.loss):
+            raise TypeError(f"{where}: a pretrainable method defines sample_indices and loss, or pretraining")
 
     def __init__(self, config: MethodConfig | None = None, amp: bool = False, channels_last: bool = True,
                  **fields: Any) -> None:
@@ -187,6 +253,39 @@ class RewardModel(FrameEncoder):
 
     def fit_data(self, dataset: VideoDataset) -> None:
         """Settings read off the training data before the first step (none by default)."""
+
+    def pretraining(self, dataset: VideoDataset, sampling: Sampling, settings: Any = None) -> "Pretraining":
+        """What the method puts in the pretraining loop. The default: :class:`FrameTuples` drawn by
+        :meth:`sample_indices`, :meth:`loss` on their features, :func:`tuple_train_step`.
+        ``settings``: the method's :attr:`training_class` instance built from the run's flags."""
+        sampler = TupleSampler(dataset, self.sample_indices, self.config, sampling.batch_size, sampling.balance_tasks,
+                               sampling.seed)
+        return Pretraining(TupleObjective(self), sampler, tuple_train_step, f"{self.method} tuples", "per-tuple")
+
+    training_class: ClassVar[type | None] = None  # the method's own pretraining settings (flags of TrainConfig)
+
+
+class Sampling(NamedTuple):
+    """What every method's pretraining sampler reads from the run's settings."""
+
+    batch_size: int  # tuples (or triplets) per optimiser step and process
+    balance_tasks: bool  # draw a task uniformly, then one of its trajectories
+    seed: int  # batch ``step`` of process ``rank`` is a pure function of (seed, rank, step)
+
+
+# ``step(objective, optimizer, batch, device, amp, grad_clip) -> metrics``: one optimiser step
+StepFn = Callable[..., dict[str, float]]
+
+
+class Pretraining(NamedTuple):
+    """A method's part of the pretraining loop (:meth:`RewardModel.pretraining`)."""
+
+    objective: nn.Module  # the training forward, what DDP wraps
+    sampler: TripletSampler  # batch ``step`` of process ``rank``: ``sampler.generator_at(step, rank)``
+    step: StepFn
+    unit: str  # what a batch holds, for logs: "triplets", "tcn tuples", ...
+    batches: str  # how batches are built, for the start banner
+    find_unused_parameters: bool = True  # DDP: parts trained only online get no gradient here
 
 
 # ------------------------------------------------------------------------------------ distances
@@ -264,15 +363,57 @@ class TupleSampler(TripletSampler):
         return FrameTuples(self.dataset.gather(traj[:, None], index), index, traj, length)
 
 
+# ------------------------------------------------------------------------------------ pretraining steps
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> float:
+    """Backward, clip the gradient norm of all optimised parameters at ``grad_clip`` (0: no clip),
+    step; returns the norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return float(grad_norm)
+
+
+class TupleObjective(nn.Module):
+    """A baseline's training forward (what DDP hooks): encode all frames of the tuples in one backbone
+    call, then the method's loss on the features ``(B, K, 128)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, index: torch.Tensor, traj: torch.Tensor,
+                length: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        b, k = frames.shape[:2]
+        f = self.model.features(frames.flatten(0, 1)).view(b, k, -1)
+        return self.model.loss(f, FrameTuples(frames, index, traj, length))
+
+
+def tuple_train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: FrameTuples,
+                     device: torch.device, amp: bool = False, grad_clip: float = 0.0) -> dict[str, float]:
+    """One AdamW step of a baseline on a (prepared) batch, under bf16 autocast if ``amp``; returns
+    ``loss``, the method's metrics and ``grad_norm``."""
+    batch = batch.to(device)
+    objective.train()
+    with autocast(device, amp):
+        loss, metrics = objective(*batch)
+    grad_norm = optimizer_step(optimizer, loss, grad_clip)
+    return {"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}, "grad_norm": grad_norm}
+
+
 # ------------------------------------------------------------------------------------ online updates
-class OnlineUpdater:
+class OnlineFinetuner:
     """What an online update of a reward model during RL owns, built as ``Updater(model, expert, config,
     amp=False, seed=0)``: the task's expert videos, an AdamW optimiser over :meth:`trained_parameters`
     (learning rate ``config.lr``), one ``torch.Generator`` for all its draws, and the random-resized
     crop (area ``config.crop_scale``) its frames get. Subclasses add ``update(init, current, goal) ->
     metrics``; :meth:`state_dict` holds the optimiser and the generator."""
 
-    what: ClassVar[str] = "an online update"  # for error messages
+    what: ClassVar[str] = "an online fine-tuning"  # for error messages
+    config_class: ClassVar[type]  # its config dataclass, read from the RL config's ``finetune`` section
+    config_keys: ClassVar[tuple[str, ...] | None] = None  # the ``finetune`` keys it reads (None: all its fields)
 
     def __init__(self, model: nn.Module, expert: VideoDataset, config: Any, amp: bool = False, seed: int = 0) -> None:
         if len(expert) == 0:
@@ -292,6 +433,30 @@ class OnlineUpdater:
         """The parameters the update trains (all of the model's by default)."""
         return model.parameters()
 
+    @classmethod
+    def config_from(cls, section: Mapping[str, Any]) -> Any:
+        """Its config from the ``finetune`` section of an RL config: the keys it reads that the
+        section has (sequences become tuples); the others keep the dataclass defaults."""
+        keys = cls.config_keys or tuple(f.name for f in dataclasses.fields(cls.config_class))
+        values = {k: section[k] for k in keys if k in section}
+        return cls.config_class(**{k: v if isinstance(v, (str, int, float, bool)) or v is None else tuple(v)
+                                   for k, v in values.items()})
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Continue AdamW from a saved state (moments, step counts); the learning rate stays ``lr``."""
+        try:
+            self.optimizer.load_state_dict(state)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"the checkpoint's optimiser state does not fit the reward model: {e}") from e
+        for param, slots in self.optimizer.state.items():  # load_state_dict checks counts, not shapes
+            bad = [v for v in slots.values() if torch.is_tensor(v) and v.dim() and v.shape != param.shape]
+            if bad:
+                self.optimizer.state.clear()
+                raise ValueError(f"the checkpoint's optimiser state does not fit the reward model: a moment of "
+                                 f"shape {tuple(bad[0].shape)} for a parameter of shape {tuple(param.shape)}")
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
+
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
 
@@ -300,6 +465,6 @@ class OnlineUpdater:
         self.generator.set_state(state["generator"])
 
 
-__all__ = ["DIFFERENCE", "FrameEncoder", "FrameTuples", "LinearEmbedding", "OnlineUpdater", "MethodConfig", "Metrics", "REWARD_KINDS", "RewardModel",
+__all__ = ["DIFFERENCE", "FrameEncoder", "FrameTuples", "LinearEmbedding", "OnlineFinetuner", "MethodConfig", "Metrics", "REWARD_KINDS", "RewardModel",
            "ScalarHead", "TupleSampler", "VALUE", "distance", "ordered_pair", "pairwise_squared_distance",
            "sorted_frames", "squared_distance"]

@@ -2,7 +2,7 @@
 Ermon, 2016, on observations only).
 
 The model is an expert-vs-agent frame discriminator ``D(s)`` (:mod:`.adversarial`), trained online
-during RL by :class:`~.adversarial.DiscriminatorUpdater`; it has no offline pretraining. Reward of
+during RL by :class:`~.adversarial.DiscriminatorFinetuner`; it has no offline pretraining. Reward of
 a frame: ``-log(1 - D(s)) = softplus(logit D(s))``, high where the frame looks like the expert's.
 Init and goal frames are not used.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .adversarial import DiscriminatorFinetuner
 from .base import MethodConfig, RewardModel, ScalarHead
 
 
@@ -26,6 +27,8 @@ class GAILModel(RewardModel):
     """The discriminator itself: backbone ``model`` and logit ``head``; :attr:`discriminator` is ``self``."""
 
     method = "gail"
+    finetuner_class = DiscriminatorFinetuner  # its discriminator learns online, expert vs agent frames
+    pretrainable = False  # the discriminator has nothing to learn from before RL
     config_class = GAILConfig
 
     def __init__(self, config: GAILConfig | None = None, amp: bool = False, channels_last: bool = True, **fields) -> None:

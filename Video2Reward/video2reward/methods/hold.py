@@ -58,6 +58,7 @@ class HoldRModel(RewardModel):
     """HOLD-R: ``d(s, g) = T head([f_s, f_g])`` steps."""
 
     method = "hold_r"
+    default_batch_size = 128  # tuples per step: about the 256 frames of the CPU preset's PROGRESSOR batch
     config_class = HoldRConfig
 
     def __init__(self, config: HoldRConfig | None = None, amp: bool = False, channels_last: bool = True, **fields) -> None:
@@ -137,6 +138,7 @@ class HoldCModel(RewardModel):
     """HOLD-C: time-contrastive embedding ``phi``; ``d(s, g) = |phi(s) - phi(g)|``."""
 
     method = "hold_c"
+    default_batch_size = 16  # tuples per step: about the 256 frames of the CPU preset's PROGRESSOR batch
     config_class = HoldCConfig
 
     def __init__(self, config: HoldCConfig | None = None, amp: bool = False, channels_last: bool = True, **fields) -> None:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import FEATURE_DIM
-from .adversarial import Discriminator
+from .adversarial import Discriminator, DiscriminatorFinetuner
 from .base import FrameTuples, MethodConfig, Metrics, RewardModel, ScalarHead, ordered_pair
 
 
@@ -49,6 +49,8 @@ class Rank2RewardModel(RewardModel):
     backbone; :meth:`encode` gives both features side by side ``(N, 256)``."""
 
     method = "rank2reward"
+    default_batch_size = 128  # tuples per step: about the 256 frames of the CPU preset's PROGRESSOR batch
+    finetuner_class = DiscriminatorFinetuner  # its discriminator learns online, expert vs agent frames
     config_class = Rank2RewardConfig
 
     def __init__(self, config: Rank2RewardConfig | None = None, amp: bool = False, channels_last: bool = True,

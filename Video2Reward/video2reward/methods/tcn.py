@@ -62,6 +62,7 @@ class TCNModel(RewardModel):
     """Time-contrastive embedding; value ``-|phi(o) - phi(g)|``."""
 
     method = "tcn"
+    default_batch_size = 64  # tuples per step: about the 256 frames of the CPU preset's PROGRESSOR batch
     config_class = TCNConfig
 
     def value(self, f_init: torch.Tensor, f_cur: torch.Tensor, f_goal: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ class VIPModel(RewardModel):
     """VIP embedding; value ``S(o, g) = -|phi(o) - phi(g)|``, reward its change over a step."""
 
     method = "vip"
+    default_batch_size = 64  # tuples per step: about the 256 frames of the CPU preset's PROGRESSOR batch
     reward_kind = DIFFERENCE
     config_class = VIPConfig
 

@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from .augment import augment
-from .data import VideoDataset
-from .losses import progress_kl_loss
-from .methods.base import OnlineUpdater
-from .model import autocast
-from .triplets import progress_labels, randint_below, sample_endpoints
+from ..augment import augment
+from ..data import VideoDataset
+from ..losses import progress_kl_loss
+from ..model import autocast
+from ..triplets import progress_labels, randint_below, sample_endpoints
+from .base import OnlineFinetuner
 
 
 @dataclass(frozen=True)
-class RefineConfig:
+class PushBackConfig:
     lr: float = 5e-5
     beta: float = 0.9
     sigma_scale: float = 1.0
@@ -75,13 +75,14 @@ def pushback_target(mu: torch.Tensor, sigma: torch.Tensor, beta: float, sigma_sc
     return Normal(beta * mu.detach(), sigma_scale * sigma.detach())
 
 
-class PushBackRefiner(OnlineUpdater):
-    """Owns the reward model's refinement optimiser (:class:`~video2reward.methods.base.OnlineUpdater`:
+class PushBackFinetuner(OnlineFinetuner):
+    """Owns the reward model's refinement optimiser (:class:`~video2reward.methods.base.OnlineFinetuner`:
     AdamW over all weights, one generator, the crop); :meth:`update` is one refinement step."""
 
-    what = "push-back refinement"
+    what = "push-back fine-tuning"
+    config_class = PushBackConfig
 
-    def __init__(self, model: Any, expert: VideoDataset, config: RefineConfig = RefineConfig(), amp: bool = False,
+    def __init__(self, model: Any, expert: VideoDataset, config: PushBackConfig = PushBackConfig(), amp: bool = False,
                  seed: int = 0) -> None:
         super().__init__(model, expert, config, amp, seed)
         self._expert_features: torch.Tensor | None = None  # params="head": every expert frame, encoded once
@@ -99,21 +100,6 @@ class PushBackRefiner(OnlineUpdater):
         last frame), the middle frame uniform, labels as in pretraining with std ``sqrt(1/delta)``."""
         traj, idx, mean, std = self._expert_triplet_indices(n)
         return self.expert.gather(traj[:, None], idx), mean, std
-
-    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
-        """Continue AdamW from a saved state (moments, step counts); the learning rate stays ``lr``."""
-        try:
-            self.optimizer.load_state_dict(state)
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"the checkpoint's optimiser state does not fit the reward model: {e}") from e
-        for param, slots in self.optimizer.state.items():  # load_state_dict checks counts, not shapes
-            bad = [v for v in slots.values() if torch.is_tensor(v) and v.dim() and v.shape != param.shape]
-            if bad:
-                self.optimizer.state.clear()
-                raise ValueError(f"the checkpoint's optimiser state does not fit the reward model: a moment of "
-                                 f"shape {tuple(bad[0].shape)} for a parameter of shape {tuple(param.shape)}")
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr
 
     def _augment(self, expert: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
         """Expert ``(E, 3, 3, S, S)`` and agent ``(A, 3, 3, S, S)`` triplets, cropped, concatenated."""
@@ -158,7 +144,7 @@ class PushBackRefiner(OnlineUpdater):
             mu, sigma = self.model(triplets[:, 0], triplets[:, 1], triplets[:, 2])
         return mu, sigma, label_mu, label_std, frames.shape[0]
 
-    def update(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+    def finetune(self, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
                agent_features: torch.Tensor | None = None) -> dict[str, float]:
         """One refinement step; ``init``/``current``/``goal`` are uint8 ``(B, 3, S, S)`` agent frames.
         ``agent_features``: their ``(B, 3, D)`` encoder features, if known (used when the encoder is
