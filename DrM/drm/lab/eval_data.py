@@ -143,7 +143,7 @@ def load_records(root: str | os.PathLike, group: str, task: str, num: int) -> li
         r = trajs.get(str(i))
         if r is None or "step_reward" not in r:
             raise EvalDataError(f"{task_dir}: rollout {i} is missing or has no per-step rewards (not written by "
-                             f"drm.eval_data); regenerate it or use another --eval_data")
+                             f"drm.lab.eval_data); regenerate it or use another --eval_data")
         out.append(RolloutRecord(group, task, i, int(r["seed"]), bool(r["success"]),
                                  np.asarray(r["step_reward"], dtype=np.float64),
                                  np.asarray(r["step_success"], dtype=bool)))

@@ -28,8 +28,8 @@ from video2reward.data import load_dataset
 from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
 from video2reward import metrics as M
 
-from .demos import RL_RELEVANT, DemoSettings, _make_env, _settings_record, read_metadata
-from .eval_data import GROUPS, EvalDataError, QUALITY, SPLIT, existing_settings, load_records
+from drm.demos import RL_RELEVANT, DemoSettings, _make_env, _settings_record, read_metadata
+from drm.lab.eval_data import GROUPS, EvalDataError, QUALITY, SPLIT, existing_settings, load_records
 
 SNAPSHOT = "snapshot.pt"  # an RL run directory's snapshot (drm.workspace)
 FRAME_KEYS = ("image_size", "episode_length", "action_repeat", "render_quality")  # flags of the command
