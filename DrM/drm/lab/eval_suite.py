@@ -28,7 +28,7 @@ from video2reward.data import load_dataset
 from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
 from video2reward import metrics as M
 
-from drm.demos import RL_RELEVANT, DemoSettings, _make_env, _settings_record, read_metadata
+from drm.demos import RL_RELEVANT, DemoSettings, demo_env, read_metadata, settings_record
 from drm.lab.eval_data import GROUPS, EvalDataError, QUALITY, SPLIT, existing_settings, load_records
 
 SNAPSHOT = "snapshot.pt"  # an RL run directory's snapshot (drm.workspace)
@@ -136,8 +136,8 @@ def resolve_settings(entries: Sequence[Entry], requested: dict[str, Any], eval_d
         elif key in existing:
             chosen[key] = existing[key]
     settings = DemoSettings(seed=seed, **chosen)
-    env = _make_env(first_task, settings)
-    fresh = _settings_record(settings, env)
+    env = demo_env(first_task, settings)
+    fresh = settings_record(settings, env)
     env.close()
     for e in entries:
         keys = [k for k in RL_RELEVANT if k in e.trained_on and k in fresh]
