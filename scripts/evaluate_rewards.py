@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from drm.envs import PAPER_TASKS, RENDER_QUALITIES, TASKS, canonical_task
-from drm.eval_data import ML45_TEST_TASKS, generate_eval_sets
-from drm.eval_suite import compute_metrics, load_models, pooled_table, resolve_settings, score, write_report
+from drm.lab.eval_data import ML45_TEST_TASKS, generate_eval_sets
+from drm.lab.eval_suite import compute_metrics, load_models, pooled_table, resolve_settings, score, write_report
 from video2reward.errors import one_line_errors
 
 

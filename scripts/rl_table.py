@@ -20,7 +20,7 @@ import sys
 
 from drm.envs import TASKS, canonical_task
 from drm.rewards import REWARD_MODELS
-from drm.rl_table import DEFAULT_REPS, SWEEP_KEYS, Sweep, report, run_sweep, summary_table
+from drm.lab.rl_table import DEFAULT_REPS, SWEEP_KEYS, Sweep, report, run_sweep, summary_table
 from video2reward.errors import one_line_errors
 
 

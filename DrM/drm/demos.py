@@ -144,7 +144,8 @@ class _Job:
     max_attempts: int
 
 
-def _make_env(task: str, settings: DemoSettings) -> PixelEnv:
+def demo_env(task: str, settings: DemoSettings) -> PixelEnv:
+    """A new env for ``task`` that renders as ``settings`` say; the caller closes it."""
     return make_env(task, seed=settings.seed, image_size=settings.image_size,
                     action_repeat=settings.action_repeat, episode_length=settings.episode_length,
                     render_quality=settings.render_quality)
@@ -153,20 +154,21 @@ def _make_env(task: str, settings: DemoSettings) -> PixelEnv:
 _worker_env: dict[tuple[str, DemoSettings], PixelEnv] = {}  # one per process, kept while the task stays
 
 
-def _env_for(task: str, settings: DemoSettings) -> PixelEnv:
+def env_for(task: str, settings: DemoSettings) -> PixelEnv:
+    """This process's env for ``task`` and ``settings``, reused while they stay the same."""
     key = (task, settings)
     if key not in _worker_env:
         for env in _worker_env.values():
             env.close()
         _worker_env.clear()
-        _worker_env[key] = _make_env(task, settings)
+        _worker_env[key] = demo_env(task, settings)
     return _worker_env[key]
 
 
 def _run_job(job: _Job) -> dict[str, Any]:
     """Generate one trajectory; return its metadata record (with ``error`` if none was kept)."""
     s = job.settings
-    env = _env_for(job.task, s)
+    env = env_for(job.task, s)
     failed: list[int] = []
     for attempt in range(job.max_attempts):
         seed = trajectory_seed(s.seed, job.task, job.split, job.index, attempt)
@@ -182,7 +184,8 @@ def _run_job(job: _Job) -> dict[str, Any]:
                      f"{job.max_attempts} seeds {failed}"}
 
 
-def _settings_record(settings: DemoSettings, env: PixelEnv) -> dict[str, Any]:
+def settings_record(settings: DemoSettings, env: PixelEnv) -> dict[str, Any]:
+    """What ``metadata.json`` records of the settings and of the env that renders them."""
     desc = env.describe()
     desc.pop("frame_stack")  # an RL-side setting; demos store single frames
     record = {**desc, **asdict(settings)}
@@ -214,18 +217,18 @@ def check_demo_settings(task_dir: str | os.PathLike, settings: DemoSettings,
     task_dir = Path(task_dir)
     meta = read_metadata(task_dir)
     if meta is not None:
-        env = _make_env(task_dir.name, settings)
-        fresh = _settings_record(settings, env)
+        env = demo_env(task_dir.name, settings)
+        fresh = settings_record(settings, env)
         env.close()
         _check_settings(task_dir, meta, fresh, keys, hint="delete that folder to have them regenerated, "
                         "or point exp_data_path elsewhere")
 
 
-def _prepare_task(out: Path, task: str, counts: dict[str, int], settings: DemoSettings
-                  ) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+def prepare_task(out: Path, task: str, counts: dict[str, int], settings: DemoSettings
+                 ) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """Load or start ``task``'s metadata, clear unfinished work, and list what is still missing."""
-    env = _make_env(task, settings)
-    fresh = _settings_record(settings, env)
+    env = demo_env(task, settings)
+    fresh = settings_record(settings, env)
     env.close()
     task_dir = out / task
     meta = read_metadata(task_dir)
@@ -248,7 +251,8 @@ def _prepare_task(out: Path, task: str, counts: dict[str, int], settings: DemoSe
     return meta, missing
 
 
-def _write_metadata(out: Path, task: str, meta: dict[str, Any]) -> None:
+def write_metadata(out: Path, task: str, meta: dict[str, Any]) -> None:
+    """Write ``out/task/metadata.json`` atomically, trajectories sorted and counted."""
     # Imported here: the video2reward package pulls in torch, which worker processes never need.
     from video2reward.io import atomic_write_json
 
@@ -278,8 +282,8 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
     metas: dict[str, dict[str, Any]] = {}
     jobs: list[_Job] = []
     for task in tasks:
-        metas[task], missing = _prepare_task(out, task, counts, settings)
-        _write_metadata(out, task, metas[task])
+        metas[task], missing = prepare_task(out, task, counts, settings)
+        write_metadata(out, task, metas[task])
         jobs += [_Job(str(out), task, split, i, settings, max_attempts) for split, i in missing]
 
     errors = []
@@ -293,7 +297,7 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
                 errors.append(record["error"])
                 continue
             metas[task]["trajectories"][split][str(index)] = record
-            _write_metadata(out, task, metas[task])
+            write_metadata(out, task, metas[task])
     bar.close()
     if errors:
         raise RuntimeError(f"{len(errors)} trajectories found no successful expert episode "

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from video2reward.io import atomic_path  # noqa: E402
+from video2reward.io import save_figure  # noqa: E402
 
 PANELS = (("success_rate", "eval success rate"), ("episode_reward", "learner reward / episode"),
           ("episode_env_reward", "env reward / episode"))
@@ -41,9 +41,4 @@ def plot_learning_curve(run_dir: Path, title: str = "") -> Path | None:
             ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = run_dir / "learning_curve.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / "learning_curve.png", dpi=110, format="png")

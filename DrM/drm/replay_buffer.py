@@ -6,9 +6,8 @@ holds the frame ``o_i`` observed after action ``a_{i-1}``, together with that ac
 reward ``r_i`` and the success flag of that step. Each episode also keeps its init frame (the
 reset frame unless given) and its goal frame, for reward relabelling.
 
-Memory per transition at 84 px: one 3x84x84 frame (21.2 KB) plus a few bytes, against 63.5 KB for
-DrQ-v2's stored 9-channel stack (127 KB if ``obs`` and ``next_obs`` are both stored); see
-:attr:`ReplayBuffer.bytes_per_transition`.
+Frames are stored once so that a transition costs one frame plus a few bytes, a third of DrQ-v2's
+stored 9-channel stack (:attr:`ReplayBuffer.bytes_per_transition`; the sizes at 84 px in docs/rl.md).
 
 Writing (one episode at a time)::
 

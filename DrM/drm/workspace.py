@@ -233,7 +233,7 @@ class Workspace:
         """Predicted progress over the eval episodes (green: success, red: failure)."""
         import matplotlib.pyplot as plt
 
-        from video2reward.io import atomic_path
+        from video2reward.io import save_figure
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for mus, success in curves:
             ax.plot(np.arange(1, len(mus) + 1), mus, color="tab:green" if success else "tab:red", alpha=0.6, lw=1)
@@ -241,12 +241,7 @@ class Workspace:
         ax.set_ylabel("predicted progress mu")
         ax.set_title(f"{self.cfg.task_name} eval @ {self.global_frame} frames (green = success)")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = self.run_dir / "reward_eval" / f"frame_{self.global_frame}.png"
-        path.parent.mkdir(exist_ok=True)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
+        save_figure(fig, self.run_dir / "reward_eval" / f"frame_{self.global_frame}.png", dpi=100, format="png")
 
     # ------------------------------------------------------------------ training
     def _update(self, meters: MeterGroup, finetune: bool = False) -> None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_reward_model
 from .data import VideoDataset, load_dataset
-from .io import atomic_path, atomic_write_json
+from .io import atomic_write_json, save_figure
 from .metrics import rankdata, spearman  # re-exported: their home is metrics.py
 from .reward_fn import frame_reward
 
@@ -137,11 +137,7 @@ def plot_progress(results: dict[str, Any], path: str | os.PathLike, title: str |
     overall = results["overall"]
     mae = f", MAE {overall['mae']:.3f}" if "mae" in overall else ""
     fig.suptitle(title or f"mean VOC {overall['voc']:.3f}{mae}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, format="png", dpi=110)
 
 
 def write_evaluation(results: dict[str, Any], output_dir: str | os.PathLike, **extra: Any) -> Path:

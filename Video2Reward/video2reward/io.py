@@ -8,11 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def umask() -> int:
@@ -52,3 +56,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+    """Lay ``fig`` out tightly, write it atomically to ``path`` (``fig.savefig`` with
+    ``savefig_kwargs``; the format from the suffix unless given) and close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_kwargs)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:  # a Figure made without pyplot is not registered there: nothing to close
+        pyplot.close(fig)
+    return Path(path)

@@ -1,11 +1,12 @@
 """The one place that decides numeric precision and memory format from what the hardware does.
 
-``resolve_precision("auto", device)`` picks bf16 autocast only where bf16 runs natively:
+``resolve_precision("auto", device)`` picks bf16 autocast only where bf16 runs natively (the
+measurements behind each choice are in docs/precision.md):
 
 * CUDA: the device supports bf16 (``torch.cuda.is_bf16_supported()``).
 * CPU: the processor has AVX-512 BF16 or AMX **and** the kernels torch will actually run may use
   them. On a CPU without native bf16 (AVX2 only, most laptops and many cloud machines) bf16 is
-  emulated and measured 7-12x *slower* than fp32, so ``auto`` means fp32 there.
+  emulated and several times *slower* than fp32, so ``auto`` means fp32 there.
 
 The kernel check matters because torch honours two restrictions that the CPU flags do not show:
 ``ATEN_CPU_CAPABILITY`` (reported by ``torch.backends.cpu.get_cpu_capability()``) and oneDNN's
@@ -14,8 +15,8 @@ below the bf16 ISA, the convolutions run emulated bf16 even on a bf16-capable CP
 chooses fp32, as it would on a real AVX2 machine.
 
 channels_last (NHWC) is decided separately, by what was measured faster on each path: on CPU it
-won in both precisions (fp32 1.07-1.2x on an AVX2 EPYC, bf16 about 1.3x on AVX-512 BF16), so it is
-always on there; on CUDA it is used with bf16 (tensor-core NHWC kernels) and left off in fp32.
+won in both precisions, so it is always on there; on CUDA it is used with bf16 (tensor-core NHWC
+kernels) and left off in fp32.
 
 Nothing else in the code base inspects the CPU: ask :func:`resolve_precision` or
 :func:`hardware_summary`.

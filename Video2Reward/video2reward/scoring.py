@@ -40,6 +40,7 @@ from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, loa
 from .methods import method_of
 from .metrics import spearman
 from .errors import debug, error_line
+from .io import save_figure
 from .precision import add_precision_flag, resolve_precision
 from .reward_fn import frame_reward
 
@@ -236,9 +237,7 @@ def plot_curve(curve: ProgressCurve, path: str | os.PathLike, title: str | None 
     frames as thumbnails."""
     fig, ax = _curve_figure(curve, 10, 4.5, thumbnails=True)
     ax.set_title(title or f"VOC (Spearman {curve.value_name} vs frame) = {curve.voc:.3f}")
-    fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def write_video(frames: Iterable[np.ndarray], curve: ProgressCurve, path: str | os.PathLike,

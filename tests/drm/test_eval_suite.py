@@ -14,8 +14,8 @@ from PIL import Image
 
 from drm.demos import DemoSettings, generate_demos, read_metadata
 from drm.envs import make_env
-from drm.eval_data import GROUPS, generate_eval_sets, goal_frame_file, load_records
-from drm.eval_suite import confusion_matrix
+from drm.lab.eval_data import GROUPS, generate_eval_sets, goal_frame_file, load_records
+from drm.lab.eval_suite import confusion_matrix
 from video2reward import ProgressModel, save_reward_model
 from video2reward.io import atomic_torch_save
 from video2reward.methods import build_model

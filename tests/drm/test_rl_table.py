@@ -13,7 +13,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from drm.logger import CSVLog
-from drm.rl_table import (Cell, RLTableError, Sweep, final_row, hydra_value, interval_estimates, load_run, report,
+from drm.lab.rl_table import (Cell, RLTableError, Sweep, final_row, hydra_value, interval_estimates, load_run, report,
                           run_sweep, summarize, train_command)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from video2reward import load_reward_model
 from video2reward.checkpoint import CheckpointError, read_checkpoint, read_provenance, save_reward_model
 from video2reward.data import DataError, load_dataset, load_image
 from video2reward.errors import DEBUG_ENV, one_line_errors
-from video2reward.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from video2reward.io import atomic_torch_save, atomic_write_json, atomic_write_text, save_figure
 from video2reward.methods.progressor import ProgressModel
 from video2reward.train import TrainConfig, config_from_args, main, pretrain
 
@@ -229,6 +229,21 @@ def test_outputs_respect_the_umask(tmp_path, mask):
         os.umask(old)
     for name in ("a.txt", "b.json", "c.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_save_figure_writes_atomically_and_closes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    assert save_figure(fig, tmp_path / "a.png", dpi=50) == tmp_path / "a.png"
+    assert not plt.fignum_exists(fig.number)
+    save_figure(Figure(), tmp_path / "b.png")  # made without pyplot
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporary file left
 
 
 # ------------------------------------------------------------------------------------ score.py (case 7)

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from drm.demos import (DemoSettings, _env_for, _prepare_task, _write_metadata, job_results, read_metadata,
-                       rollout, trajectory_seed, write_frames)
+from drm.demos import (DemoSettings, env_for, job_results, prepare_task, read_metadata, rollout, trajectory_seed,
+                       write_frames, write_metadata)
 from drm.envs import ML45_TEST_TASKS, TASKS, canonical_task
 
 SPLIT = "test"  # every eval rollout lives in the demos' test split (its seeds; never trained on)
@@ -77,7 +77,7 @@ class _Job:
 
 
 def _run_job(job: _Job) -> dict[str, Any]:
-    env = _StepRecorder(_env_for(job.task, job.settings))
+    env = _StepRecorder(env_for(job.task, job.settings))
     seed = trajectory_seed(job.settings.seed, job.task, SPLIT, job.index)
     result = rollout(env, seed, job.settings.policy, job.settings.noise)
     write_frames(result.frames, Path(job.root) / job.task / SPLIT / str(job.index))
@@ -105,10 +105,10 @@ def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tas
         task = canonical_task(task, TASKS)
         s = group_settings(settings, group)
         try:
-            meta, missing = _prepare_task(root / group, task, {"train": 0, SPLIT: num_per_set}, s)
+            meta, missing = prepare_task(root / group, task, {"train": 0, SPLIT: num_per_set}, s)
         except ValueError as exc:  # a set made with other settings
             raise EvalDataError(str(exc)) from None
-        _write_metadata(root / group, task, meta)
+        write_metadata(root / group, task, meta)
         metas[(str(root / group), task)] = meta
         jobs += [_Job(str(root / group), task, i, s) for _, i in missing]
     bar = tqdm(total=len(jobs), desc="eval rollouts", unit="traj", disable=not progress or not jobs)
@@ -117,7 +117,7 @@ def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tas
             task, out, index = record.pop("task"), record.pop("root"), record.pop("index")
             meta = metas[(out, task)]
             meta["trajectories"][SPLIT][str(index)] = record
-            _write_metadata(Path(out), task, meta)
+            write_metadata(Path(out), task, meta)
             bar.update()
     bar.close()
 
@@ -143,7 +143,7 @@ def load_records(root: str | os.PathLike, group: str, task: str, num: int) -> li
         r = trajs.get(str(i))
         if r is None or "step_reward" not in r:
             raise EvalDataError(f"{task_dir}: rollout {i} is missing or has no per-step rewards (not written by "
-                             f"drm.eval_data); regenerate it or use another --eval_data")
+                             f"drm.lab.eval_data); regenerate it or use another --eval_data")
         out.append(RolloutRecord(group, task, i, int(r["seed"]), bool(r["success"]),
                                  np.asarray(r["step_reward"], dtype=np.float64),
                                  np.asarray(r["step_success"], dtype=bool)))

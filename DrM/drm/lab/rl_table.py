@@ -44,7 +44,7 @@ import rliable.metrics as rly_metrics
 from tqdm.auto import tqdm
 
 from drm import DRM_ROOT
-from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
+from video2reward.io import atomic_write_json, atomic_write_text, save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -520,10 +520,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
         ax.set_visible(False)
     fig.suptitle("mean across seeds; shaded: bootstrap 95% CI of the mean (3+ seeds) or min-max (fewer)",
                  fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, format="png")
 
 
 def report(root: str | os.PathLike, budget: int | None = None, reps: int = DEFAULT_REPS,

@@ -26,11 +26,11 @@ from video2reward.methods import PROGRESSOR, build_model, method_class
 from video2reward.reward_fn import frame_reward
 from video2reward.checkpoint import load_state_dict_strict, read_checkpoint, read_provenance
 from video2reward.data import load_dataset
-from video2reward.io import atomic_path, atomic_write_json, atomic_write_text
+from video2reward.io import atomic_write_json, atomic_write_text, save_figure
 from video2reward import metrics as M
 
-from .demos import RL_RELEVANT, DemoSettings, _make_env, _settings_record, read_metadata
-from .eval_data import GROUPS, EvalDataError, QUALITY, SPLIT, existing_settings, load_records
+from drm.demos import RL_RELEVANT, DemoSettings, demo_env, read_metadata, settings_record
+from drm.lab.eval_data import GROUPS, EvalDataError, QUALITY, SPLIT, existing_settings, load_records
 
 SNAPSHOT = "snapshot.pt"  # an RL run directory's snapshot (drm.workspace)
 FRAME_KEYS = ("image_size", "episode_length", "action_repeat", "render_quality")  # flags of the command
@@ -138,8 +138,8 @@ def resolve_settings(entries: Sequence[Entry], requested: dict[str, Any], eval_d
         elif key in existing:
             chosen[key] = existing[key]
     settings = DemoSettings(seed=seed, **chosen)
-    env = _make_env(first_task, settings)
-    fresh = _settings_record(settings, env)
+    env = demo_env(first_task, settings)
+    fresh = settings_record(settings, env)
     env.close()
     for e in entries:
         keys = [k for k in RL_RELEVANT if k in e.trained_on and k in fresh]
@@ -357,15 +357,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def plot_progress_groups(scores: Scores, path: Path, title: str) -> None:
     """One panel per task: mean ± std of mu against normalised time, one line per rollout group."""
     import matplotlib.pyplot as plt
@@ -392,7 +383,7 @@ def plot_progress_groups(scores: Scores, path: Path, title: str) -> None:
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path, format="png", dpi=100)
 
 
 def plot_roc(all_scores: dict[str, Scores], tasks: Sequence[str], path: Path) -> None:
@@ -417,7 +408,7 @@ def plot_roc(all_scores: dict[str, Scores], tasks: Sequence[str], path: Path) ->
         ax.legend(fontsize=6, loc="lower right")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path, format="png", dpi=100)
 
 
 def plot_confusion(scores: Scores, path: Path, title: str) -> None:
@@ -436,7 +427,7 @@ def plot_confusion(scores: Scores, path: Path, title: str) -> None:
             ax.text(j, i, f"{scores.confusion[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
     fig.colorbar(im, ax=ax, label="final mu")
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path, format="png", dpi=100)
 
 
 def write_report(out: Path, results: dict[str, Any], all_scores: dict[str, Scores]) -> None:
