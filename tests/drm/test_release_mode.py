@@ -156,11 +156,11 @@ def test_pushback_frame_newest_of_a_replay_sample_or_oldest_of_the_update_batch(
                                cfg=OmegaConf.create({"finetune": {"replay_batch_size": 4}}))
     meters = types.SimpleNamespace(update=lambda m: None)
     batch = replay.sample(6, 3, 0.9).to_torch("cpu")
-    Workspace._refine(ws, meters, batch)  # released: the update batch, its oldest stacked frame
+    Workspace._finetune(ws, meters, batch)  # released: the update batch, its oldest stacked frame
     assert torch.equal(ws.reward.current, batch.obs[:, :3])
     assert ws.reward.keys == (None, None)  # the oldest stacked frame: not named by its replay step
     twin = copy.deepcopy(replay)  # draws the same separate sample
-    Workspace._refine(ws, meters)  # ours: a separate sample of replay_batch_size, its newest frame
+    Workspace._finetune(ws, meters)  # ours: a separate sample of replay_batch_size, its newest frame
     expected = twin.sample(4, 1, 1.0, window=False)
     assert torch.equal(ws.reward.current, torch.as_tensor(expected.obs[:, -3:]))
     assert not torch.equal(ws.reward.current, torch.as_tensor(expected.obs[:, :3]))
