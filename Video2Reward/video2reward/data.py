@@ -310,10 +310,6 @@ class VideoDataset:
         return VideoDataset(self.frames, self.starts[keep], self.lengths[keep], [self.tasks[i] for i in keep],
                             [self.names[i] for i in keep])
 
-    def in_memory(self) -> "VideoDataset":
-        """A copy whose frames are read into RAM (useful before forking data workers)."""
-        return VideoDataset(np.array(self.frames), self.starts, self.lengths, self.tasks, self.names)
-
 
 # ---------------------------------------------------------------------------------------- the cache
 def _fingerprint(root: Path, sources: Sequence[TrajectorySource], image_size: int) -> str:

@@ -16,12 +16,13 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
 
-from .checkpoint import load_reward_model, save_reward_model
+from .checkpoint import load_reward_model, read_checkpoint, save_reward_model
 from .hub_files import (NAME_PATTERN, RELEASED_FILES, RELEASED_REPO, SCHEME, SYNTAX, HubError, HubFile, download,
                         first_line, parse_uri, resolve)
 
 
 # ---------------------------------------------------------------------------------------- upload
+SHARED_ENTRIES = ("provenance", "train_config", "step")  # what an upload keeps of a checkpoint beside the model
 @dataclass
 class PlannedFile:
     """One file of an upload: where it goes in the repository and what it holds."""
@@ -52,32 +53,37 @@ class HubUpload:
 def push_to_hub(checkpoint_path: str | os.PathLike, repo_id: str, *, path_in_repo: str | None = None,
                 revision: str | None = None, private: bool | None = None, commit_message: str | None = None,
                 token: str | bool | None = None, dry_run: bool = False) -> HubUpload:
-    """Upload a reward model and its config to a Hub model repository in one commit.
+    """Upload a reward model and its description to a Hub model repository in one commit.
 
     ``checkpoint_path`` is any file :func:`~video2reward.load_reward_model` reads (ours, a training
-    checkpoint, or a released file). What is uploaded is the shareable model only, in our format
-    (config + weights, no optimiser or RNG state), as ``path_in_repo`` (default: the checkpoint's
-    file name), and ``config.json`` in the same folder (backbone, image size, alpha and the input
-    contract, for readers that do not load the weights) — keep one model per folder. The repository
-    is created if missing. ``dry_run=True`` builds the files, prints the plan and returns it without
-    any network access.
+    checkpoint, or a released file). It is uploaded as ``path_in_repo`` (default: the checkpoint's
+    file name) in our format, as ``load_reward_model`` reads it: method, config, weights and the
+    provenance (data, steps, held-out VOC) and training settings it carries, without the state only a
+    resumed training needs (optimiser, RNG). Beside it goes ``<name>.json`` (the weights' name with
+    ``.json``): method, config, provenance and how to load it, for readers that do not load weights.
+    The repository is created if missing. ``dry_run=True`` builds the files, prints the plan and
+    returns it without any network access.
     """
     checkpoint_path = Path(checkpoint_path)
     if repo_id.count("/") != 1 or not all(NAME_PATTERN.match(p) for p in repo_id.split("/")):
         raise HubError(f"bad repo_id {repo_id!r}: expected 'owner/name'")
     path_in_repo = (path_in_repo or checkpoint_path.name).strip("/")
     folder = path_in_repo.rpartition("/")[0]
-    config_in_repo = f"{folder}/config.json" if folder else "config.json"
+    weights_name = path_in_repo.rpartition("/")[2]
+    card_in_repo = f"{folder}/{Path(weights_name).stem}.json" if folder else f"{Path(weights_name).stem}.json"
     model = load_reward_model(checkpoint_path, amp=False)
-    config = {"library": "video2reward", "weights": path_in_repo.rpartition("/")[2], "method": model.method,
-              **asdict(model.config),
-              "input": "uint8 RGB frames (B, 3, image_size, image_size) in [0, 255]; the model normalises them",
-              "load": f"video2reward.load_reward_model('hf://{repo_id}/{path_in_repo}')"}
+    saved = read_checkpoint(checkpoint_path)
+    kept = {k: saved[k] for k in SHARED_ENTRIES if k in saved}  # a released file has none of them
+    card = {"library": "video2reward", "weights": weights_name, "method": model.method,
+            "config": asdict(model.config), "provenance": kept.get("provenance"),
+            "input": "uint8 RGB frames (B, 3, image_size, image_size) in [0, 255]; the model normalises them",
+            "load": f"video2reward.load_reward_model('hf://{repo_id}/{path_in_repo}')"}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = save_reward_model(model, Path(tmp) / "model.pth").read_bytes()
-    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
-    payloads = [(path_in_repo, weights, f"{model.config.backbone} weights + config (from {checkpoint_path.name})"),
-                (config_in_repo, config_bytes, "model config")]
+        weights = save_reward_model(model, Path(tmp) / "model.pth", **kept).read_bytes()
+    card_bytes = (json.dumps(card, indent=2, default=str) + "\n").encode()
+    payloads = [(path_in_repo, weights, f"{model.config.backbone} weights + config + provenance "
+                                        f"(from {checkpoint_path.name})"),
+                (card_in_repo, card_bytes, "what the weights are and how to load them")]
     plan = HubUpload(repo_id, revision or constants.DEFAULT_REVISION,
                      [PlannedFile(p, len(b), hashlib.sha256(b).hexdigest(), d) for p, b, d in payloads])
     if dry_run:

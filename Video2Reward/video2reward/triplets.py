@@ -100,11 +100,6 @@ class TripletBatch(NamedTuple):
         """All frames ``(G*K, 3, S, S)``."""
         return self.frames.flatten(0, 1)
 
-    def triplet_frames(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(init, current, goal)`` uint8 frame batches ``(B, 3, S, S)``."""
-        flat = self.flat_frames
-        return flat[self.init], flat[self.current], flat[self.goal]
-
     def to(self, device: torch.device | str) -> "TripletBatch":
         return TripletBatch(*(t.to(device, non_blocking=True) for t in self))
 

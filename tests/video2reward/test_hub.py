@@ -16,6 +16,7 @@ import torch
 from video2reward import CheckpointError, ProgressModel, load_reward_model, save_reward_model
 from video2reward import hub
 from video2reward.hub import HubError, parse_uri
+from video2reward.checkpoint import read_checkpoint, read_provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "tedywond/PROGRESSOR-pretrained-weight"
@@ -294,16 +295,16 @@ def test_push_to_hub_dry_run(tmp_path, no_network, capsys):
                              step=10)
     plan = hub.push_to_hub(ckpt, "me/progressor-toy", path_in_repo="toy/model.pth", dry_run=True)
     assert plan.commit_url is None and plan.repo_id == "me/progressor-toy" and plan.revision == "main"
-    assert [f.path_in_repo for f in plan.files] == ["toy/model.pth", "toy/config.json"]
+    assert [f.path_in_repo for f in plan.files] == ["toy/model.pth", "toy/model.json"]
     assert all(f.num_bytes > 0 and len(f.sha256) == 64 for f in plan.files)
     out = capsys.readouterr().out
-    assert "would upload to me/progressor-toy@main" in out and "toy/config.json" in out
+    assert "would upload to me/progressor-toy@main" in out and "toy/model.json" in out
     with pytest.raises(HubError, match="bad repo_id"):
         hub.push_to_hub(ckpt, "not-a-repo-id", dry_run=True)
 
 
-def test_push_to_hub_commit_contents(tmp_path, monkeypatch, released):
-    """The upload path with HfApi replaced by a recorder: model-only weights + config.json."""
+def record_uploads(monkeypatch) -> dict:
+    """HfApi replaced by a recorder of the repository and of the commit's files."""
     calls = {}
 
     class Recorder:
@@ -318,18 +319,41 @@ def test_push_to_hub_commit_contents(tmp_path, monkeypatch, released):
             return type("Info", (), {"commit_url": f"https://hf.co/{repo_id}/commit/{'4' * 40}"})()
 
     monkeypatch.setattr(hub, "HfApi", Recorder)
+    return calls
+
+
+def test_push_to_hub_commit_contents(tmp_path, monkeypatch, released):
+    """The upload path with HfApi replaced by a recorder: the checkpoint as load_reward_model reads it
+    (provenance kept, training state dropped) + its description."""
+    calls = record_uploads(monkeypatch)
     src = tmp_path / "all_tasks.pth"
     src.write_bytes(released["all_tasks.pth"][0])
     plan = hub.push_to_hub(src, "me/mw")
     assert plan.commit_url and calls["repo"] == ("me/mw", True)
     ops = calls["ops"]
-    assert set(ops) == {"all_tasks.pth", "config.json"}
-    config = json.loads(ops["config.json"])
-    assert config["backbone"] == "resnet18_84" and config["image_size"] == 84 and config["weights"] == "all_tasks.pth"
+    assert set(ops) == {"all_tasks.pth", "all_tasks.json"}
+    card = json.loads(ops["all_tasks.json"])
+    assert card["config"]["backbone"] == "resnet18_84" and card["config"]["image_size"] == 84
+    assert card["weights"] == "all_tasks.pth" and card["method"] == "progressor"
     (tmp_path / "up.pth").write_bytes(ops["all_tasks.pth"])
     raw = torch.load(tmp_path / "up.pth", weights_only=True)
     assert raw["format"] == "progressor" and "optim_state_dict" not in raw
     assert_weights_equal(load_reward_model(tmp_path / "up.pth"), released["all_tasks.pth"][1])
+
+
+def test_push_to_hub_keeps_the_provenance_and_drops_the_training_state(tmp_path, monkeypatch):
+    calls = record_uploads(monkeypatch)
+    origin = {"data": "demos3", "steps": 3000, "eval": {"voc": 0.99}}
+    ckpt = save_reward_model(ProgressModel("convnet", image_size=48), tmp_path / "checkpoint_last.pth", step=3000,
+                             optimizer={"state": {}, "param_groups": []}, rng={"torch": torch.zeros(3)},
+                             provenance=origin, train_config={"steps": 3000})
+    hub.push_to_hub(ckpt, "me/toy", path_in_repo="toy/model.pth")
+    (tmp_path / "up.pth").write_bytes(calls["ops"]["toy/model.pth"])
+    up = read_checkpoint(tmp_path / "up.pth")
+    assert up["provenance"] == origin and up["train_config"] == {"steps": 3000} and up["step"] == 3000
+    assert "optimizer" not in up and "rng" not in up
+    assert read_provenance(tmp_path / "up.pth") == read_provenance(ckpt)
+    assert json.loads(calls["ops"]["toy/model.json"])["provenance"] == origin
 
 
 # ------------------------------------------------------------------------------------------ script

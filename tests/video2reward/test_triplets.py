@@ -63,8 +63,7 @@ def _check_batch(ds, batch):
     expect = (t[batch.current] - t[batch.init]).float() / (t[batch.goal] - t[batch.init]).float()
     assert torch.allclose(batch.label_mean, expect)
     assert torch.allclose(batch.label_std, torch.sqrt(1 / (t[batch.goal] - t[batch.init]).float()))
-    i, c, g = batch.triplet_frames()
-    assert torch.equal(i, flat[batch.init]) and i.shape == (len(batch.init), 3, S, S)
+    assert batch.flat_frames[batch.init].shape == (len(batch.init), 3, S, S)
 
 
 @pytest.mark.parametrize("randomize", [True, False])
