@@ -311,6 +311,24 @@ class VideoDataset:
                             [self.names[i] for i in keep])
 
 
+def recorded_image_size(root: str | os.PathLike, tasks: Sequence[str] | None = None) -> int | None:
+    """The frame size a dataset records: the ``image_size`` of the ``<root>/<task>/metadata.json``
+    files the demo generator writes (of ``tasks`` only, when given), if they all record the same one."""
+    root = Path(root)
+    files = [root / "metadata.json"] + sorted(root.glob("*/metadata.json"))
+    sizes = set()
+    for path in files:
+        if not path.is_file() or (tasks and path.parent != root and path.parent.name not in tasks):
+            continue
+        try:
+            size = json.loads(path.read_text()).get("image_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(size, int):
+            sizes.add(size)
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 # ---------------------------------------------------------------------------------------- the cache
 def _fingerprint(root: Path, sources: Sequence[TrajectorySource], image_size: int) -> str:
     """Hash of everything the decoded store depends on: files, their sizes and mtimes, the size."""

@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from io import StringIO
 from pathlib import Path
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from .checkpoint import read_checkpoint, save_reward_model, split_checkpoint, load_state_dict_strict
 from .config import (AUGMENTATIONS, METHOD_BATCH_SIZES, PRESETS, RANK_WEIGHT, TrainConfig, augmentation_config,
                      build_parser, config_from_args)
-from .data import DataError, VideoDataset, discover_trajectories, load_dataset
+from .data import DataError, VideoDataset, discover_trajectories, load_dataset, recorded_image_size
 from .errors import one_line_errors
 from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json, atomic_write_text
@@ -342,6 +342,10 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     precision = resolve_precision(cfg.precision, device)
     if info.is_main:
         print(f"[video2reward] {precision.describe()}", flush=True)
+    if cfg.image_size is None and (recorded := recorded_image_size(cfg.data_path, cfg.tasks)):
+        cfg = replace(cfg, image_size=recorded)  # the frames' own size, not an upscaled copy
+        if info.is_main:
+            print(f"[video2reward] image size {recorded}px: the size {cfg.data_path} records (metadata.json)")
     model = build_method(cfg, precision).to(device)
     image_size = model.image_size
     train_set = _load_split(cfg, "train", image_size, info)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from video2reward import load_reward_model
-from video2reward.data import VideoDataset
+from video2reward.data import VideoDataset, recorded_image_size
 from video2reward.evaluate import evaluate, plot_progress, rankdata, spearman
 from video2reward.methods.progressor import ProgressModel
 from video2reward.precision import resolve_precision
@@ -305,3 +305,16 @@ def test_evaluate_reports_voc_mae_and_plots(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     real = evaluate(ProgressModel("convnet", image_size=SIZE), ds)
     assert -1 <= real["overall"]["voc"] <= 1
+
+
+def test_the_frame_size_the_data_records_is_the_default(tmp_path):
+    """Demos that record their frame size (metadata.json) train at it, not at the backbone's 84 px."""
+    data = write_demos(tmp_path / "mw", tasks=("reach",), n_train=2, n_test=1)
+    (data / "reach" / "metadata.json").write_text(json.dumps({"image_size": SIZE, "task": "reach"}))
+    path = pretrain(tiny(data, tmp_path / "run", image_size=None, method="tcn", batch_size=4, final_eval=False))
+    assert load_reward_model(path).image_size == SIZE
+    assert recorded_image_size(data) == SIZE and recorded_image_size(data, ["other"]) is None
+    (data / "pick").mkdir()
+    (data / "pick" / "metadata.json").write_text(json.dumps({"image_size": 84}))
+    assert recorded_image_size(data) is None  # tasks disagree: the backbone's size decides
+    assert recorded_image_size(data, ["reach"]) == SIZE
