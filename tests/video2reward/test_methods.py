@@ -18,7 +18,7 @@ from video2reward.checkpoint import CheckpointError
 from video2reward.config import METHOD_BATCH_SIZES, TrainConfig, build_parser, config_from_args, parse_assignments
 from video2reward.data import VideoDataset
 from video2reward.evaluate import evaluate, format_table, plot_progress
-from video2reward.methods import (METHODS, PRETRAINABLE, REWARD_KINDS, DiscriminatorConfig,
+from video2reward.methods import (METHODS, PRETRAINABLE, REWARD_KINDS, SCORES, DiscriminatorConfig,
                                   DiscriminatorFinetuner, FrameTuples, TupleSampler, build_model)
 from video2reward.methods.adversarial import discriminator_loss
 from video2reward.methods.base import ordered_pair, sorted_frames
@@ -385,3 +385,35 @@ def test_updater_refuses_a_model_without_a_discriminator_or_the_wrong_size():
         DiscriminatorFinetuner(tiny_model("tcn"), expert)
     with pytest.raises(ValueError, match="16px"):
         DiscriminatorFinetuner(tiny_model("gail"), expert)
+
+
+def test_the_contract_is_checked_where_a_method_is_defined():
+    from video2reward.methods import MethodConfig, RewardModel, TCNConfig
+
+    with pytest.raises(TypeError, match="declares its registry name"):
+        class Nameless(RewardModel):
+            config_class = TCNConfig
+
+    with pytest.raises(TypeError, match="config of 'tcn', not 'other'"):
+        class Mislabelled(RewardModel):
+            method = "other"
+            config_class = TCNConfig
+
+    with pytest.raises(TypeError, match="sample_indices and loss, or pretraining"):
+        class Untrainable(RewardModel):
+            method = "tcn"
+            config_class = TCNConfig
+
+    with pytest.raises(TypeError, match="scores must be one of"):
+        class Sequences(RewardModel):
+            method = "tcn"
+            config_class = TCNConfig
+            scores = "sequences"
+            pretrainable = False
+
+    class Base(RewardModel, abstract=True):  # an intermediate base declares nothing
+        pass
+
+    for cls in METHODS.values():  # every registered method declares what the contract asks
+        assert cls.method and issubclass(cls.config_class, MethodConfig) and cls.scores in SCORES
+        assert cls.config_class().method == cls.method
