@@ -39,8 +39,9 @@ def _shown(value: Any) -> str:
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One flag for every :func:`setting` field of the dataclass ``cls`` (those in ``skip`` and those
-    whose help is ``None`` left out), in declaration order."""
-    for f in dataclasses.fields(cls):
+    whose help is ``None`` left out): its own fields in declaration order, then the inherited ones."""
+    own = cls.__dict__.get("__annotations__", {})
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if f.name in skip or "help" not in f.metadata or f.metadata["help"] is None:
             continue
         flag = dict(f.metadata["flag"])

@@ -318,3 +318,17 @@ def test_the_frame_size_the_data_records_is_the_default(tmp_path):
     (data / "pick" / "metadata.json").write_text(json.dumps({"image_size": 84}))
     assert recorded_image_size(data) is None  # tasks disagree: the backbone's size decides
     assert recorded_image_size(data, ["reach"]) == SIZE
+
+
+def test_every_setting_is_one_flag_built_from_its_declaration():
+    import dataclasses
+
+    from video2reward.config import build_parser
+
+    options = {a.dest: a for a in build_parser(methods=True)._actions}
+    for f in dataclasses.fields(TrainConfig):
+        if f.metadata.get("help"):  # declared with its help: a flag of that name, with that help
+            assert f.name in options and options[f.name].help.startswith(f.metadata["help"]), f.name
+    assert options["label_std"].help.endswith("(default 0.025)")  # the declared default, shown
+    assert options["progress_bar"].option_strings == ["--no_progress_bar"]  # released spellings kept
+    assert config_from_args(["--data_path", "d", "--no-randomize", "--max_gap", "5"]).max_gap == 5
