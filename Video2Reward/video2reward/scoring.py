@@ -17,7 +17,8 @@ Outputs in ``--out``: ``progress.csv`` (``frame, mu, sigma, reward`` for PROGRES
 reward`` for the other methods), ``progress.png`` (the value, with a ±``sigma`` band for PROGRESSOR,
 and the reward over frames, beside the init and goal frames) and, with
 ``--video``, ``progress.mp4``: each frame as the model sees it (its centre crop) next to the curve
-with a cursor at that frame.
+with a cursor at that frame. ``--subgoals`` adds UVD's decomposition of the video under the same
+model's embedding (:mod:`video2reward.uvd`): ``subgoals.json``, ``subgoals.png`` and ``distance.png``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from .errors import debug, error_line
 from .io import save_figure
 from .precision import add_precision_flag, resolve_precision
 from .reward_fn import frame_reward
+from .uvd import UVDConfig, add_uvd_flags, config_from_args, decompose, write_decomposition
 
 DEFAULT_FPS = 10.0  # output video rate for image folders (videos keep their own rate)
 DISPLAY_SIZE = 256  # side of the frame panel in the output video
@@ -286,8 +288,9 @@ def write_video(frames: Iterable[np.ndarray], curve: ProgressCurve, path: str | 
 def score_video(source: str | os.PathLike, model: Any, out_dir: str | os.PathLike, *,
                 init: str | os.PathLike | None = None, goal: str | os.PathLike | None = None,
                 video: bool = False, batch_size: int = 64, alpha: float | None = None,
-                fps: float | None = None, progress: bool = True) -> ProgressCurve:
-    """Score ``source`` (video file or image folder) and write the outputs to ``out_dir``."""
+                fps: float | None = None, progress: bool = True, subgoals: UVDConfig | None = None) -> ProgressCurve:
+    """Score ``source`` (video file or image folder) and write the outputs to ``out_dir``; with
+    ``subgoals``, also its UVD decomposition under the model's embedding."""
     size = model.image_size
     init_frame = read_image(init, size) if init is not None else None
     goal_frame = read_image(goal, size) if goal is not None else None
@@ -301,6 +304,10 @@ def score_video(source: str | os.PathLike, model: Any, out_dir: str | os.PathLik
     if video:
         write_video(iter_frames(source, DISPLAY_SIZE), curve, out_dir / "progress.mp4",
                     fps=fps or source_fps(source), progress=progress)
+    if subgoals is not None:
+        frames = torch.from_numpy(np.stack(list(iter_frames(source, size))))
+        write_decomposition(out_dir, frames, decompose(model, frames, subgoals, batch_size), name=Path(source).name,
+                            source=str(source))
     return curve
 
 
@@ -324,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PROGRESSOR only: entropy weight of the reward mu - alpha * H (default: the model's, 0.4)")
     parser.add_argument("--fps", type=float, default=None,
                         help=f"rate of progress.mp4 (default: the video's, {DEFAULT_FPS:g} for image folders)")
+    parser.add_argument("--subgoals", action="store_true", help="also decompose the video into UVD subgoals with "
+                        "the model's embedding: subgoals.json, subgoals.png, distance.png")
+    add_uvd_flags(parser)
     return parser
 
 
@@ -346,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         print(precision.describe())
         model = load_reward_model(args.checkpoint, device=device, precision=args.precision)
         curve = score_video(args.source, model, args.out, init=args.init, goal=args.goal, video=args.video,
-                            batch_size=args.batch_size, alpha=args.alpha, fps=args.fps)
+                            batch_size=args.batch_size, alpha=args.alpha, fps=args.fps,
+                            subgoals=config_from_args(args) if args.subgoals else None)
     except Exception as exc:
         if debug():
             raise
