@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from drm.envs import PAPER_TASKS, TASKS, PixelEnv, canonical_task, make_env
 
 SPLITS = ("train", "test")
-POLICIES = ("expert", "random")
+POLICIES = ("expert", "random", "parked")
 METADATA = "metadata.json"
 _TMP_PREFIX = ".tmp-"
 
@@ -44,7 +44,8 @@ class DemoSettings:
     """Everything that determines the frames of a demo set (checked again on resume)."""
 
     seed: int = 0  # base seed; every trajectory's seed is derived from it
-    policy: str = "expert"  # expert: metaworld.policies / the toy's expert; random: uniform actions
+    policy: str = "expert"  # expert: metaworld.policies / the toy's expert; random: uniform actions; parked:
+                            # one uniform action held for the whole episode (the arm driven to a pose, kept there)
     noise: float = 0.0  # std of Gaussian noise added to the expert's action (then clipped to [-1, 1])
     keep_failures: bool = False  # keep unsuccessful noise-free expert episodes instead of re-seeding
     image_size: int = 84
@@ -84,9 +85,12 @@ def rollout(env: PixelEnv, seed: int, policy: str = "expert", noise: float = 0.0
     rng = np.random.default_rng([seed, 1])
     env.reset(seed=seed)
     frames, success, env_return = [env.render()], False, 0.0
+    held = rng.uniform(-1.0, 1.0, env.action_space.shape)  # the parked policy's one action
     for _ in range(env.episode_length):
         if policy == "random":
             action = rng.uniform(-1.0, 1.0, env.action_space.shape)
+        elif policy == "parked":
+            action = held
         else:
             action = env.expert_action()
             if noise > 0:
