@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from drm.envs import PAPER_TASKS, TASKS, PixelEnv, canonical_task, make_env
 
@@ -271,6 +270,8 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
     ``RuntimeError`` after writing everything else if some trajectory found no successful
     expert episode in ``max_attempts`` seeds.
     """
+    from video2reward.progress import progress as progress_bar  # as _write_metadata: not in the workers
+
     out = Path(out)
     tasks = list(dict.fromkeys(canonical_task(t, TASKS) for t in tasks))
     counts = {"train": num_train, "test": num_test}
@@ -283,11 +284,11 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
         jobs += [_Job(str(out), task, split, i, settings, max_attempts) for split, i in missing]
 
     errors = []
-    bar = tqdm(total=len(jobs), desc="demos", unit="traj", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="demos", unit="traj", disable=not progress)
     with job_results(jobs, workers) as results:
         for record in results:
             task, split, index = record.pop("task"), record.pop("split"), record.pop("index")
-            bar.set_postfix_str(f"{task} {split}")
+            bar.set_postfix_str(f"{task} {split}", refresh=False)  # drawn by update(), as often as it redraws
             bar.update()
             if "error" in record:
                 errors.append(record["error"])
