@@ -59,6 +59,15 @@ class DemoSettings:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
+    @classmethod
+    def from_config(cls, cfg: Any, **changes: Any) -> DemoSettings:
+        """The demos a DrM run's (composed) config asks for: its env's frames, ``demos.seed`` and
+        ``demos.keep_failures``; ``changes`` replace any of them."""
+        taken = {"seed": cfg.demos.seed, "keep_failures": cfg.demos.keep_failures, "image_size": cfg.image_size,
+                 "episode_length": cfg.episode_length, "action_repeat": cfg.action_repeat,
+                 "render_quality": cfg.render_quality}
+        return cls(**{**taken, **changes})
+
     @property
     def skips_failures(self) -> bool:
         """Only the noise-free expert is re-seeded until it succeeds; other policies keep all."""
