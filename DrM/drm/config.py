@@ -80,6 +80,10 @@ def _fits(value: Any, kind: Any, checks: Mapping[str, Any]) -> bool:
     return _is(value, kind) and all(test(value, checks[name]) for name, test in _TESTS.items() if name in checks)
 
 
+_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "booleans")}
+
+
 def _want(kind: Any, checks: Mapping[str, Any]) -> str:
     kind, optional = _optional(checks.get("kind", kind))
     if "choices" in checks:
@@ -88,7 +92,7 @@ def _want(kind: Any, checks: Mapping[str, Any]) -> str:
     elif "pattern" in checks:
         want = checks["pattern"][1]
     else:
-        want = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, "a list")
+        want = f"a list of {_NOUNS[get_args(kind)[0]][1]}" if get_origin(kind) is list else _NOUNS[kind][0]
         if "above" in checks and "at_most" in checks:
             want += f" in ({checks['above']}, {checks['at_most']}]"
         elif "above" in checks or "at_least" in checks:
