@@ -3,8 +3,8 @@
     python DrM/train_mw.py task=drawer-open agent=drqv2 seed=0        # from the repository root
     python train_mw.py task=drawer-open agent=drm_mw seed=0           # from DrM/
 
-Configuration: DrM/cfgs/config.yaml (every key documented there). Errors end the run with one
-line; ``PROGRESSOR_DEBUG=1`` shows the traceback.
+Configuration: every key is declared and documented in drm/schema.py (DrM/cfgs/: the defaults list,
+the tasks, variants and presets). Errors end the run with one line; ``PROGRESSOR_DEBUG=1`` shows the traceback.
 """
 import os
 

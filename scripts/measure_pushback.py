@@ -12,7 +12,7 @@ of the episode, every ``--every`` steps:
         --task drawer-open --settings all:0.01 all:0.1 head:0.1 head:1.0 --steps 400
 
 A setting is ``params:weight`` (``finetune.params`` and ``finetune.pushback_weight``); the other
-refinement settings are the defaults of ``DrM/cfgs/config.yaml``.
+refinement settings are the defaults of ``drm.schema.FinetuneConfig``.
 """
 from __future__ import annotations
 

@@ -1,58 +1,38 @@
 """Checks of a run's configuration, before any work is done.
 
-:func:`check_config` validates types, ranges and known choices of the keys in
-``DrM/cfgs/config.yaml`` (all problems in one message). :func:`check_resume` compares the
-configuration stored in a run directory's snapshot with the new one: a run continues when only
-:data:`HARMLESS_KEYS` differ (how long, how often to evaluate / log / save, where to compute), and
+:func:`check_config` checks every key against its declaration in :mod:`drm.schema` (type, range,
+choices; all problems in one message) and the rules that tie keys together. :func:`check_resume`
+compares the configuration stored in a run directory's snapshot with the new one: a run continues when
+only :data:`HARMLESS_KEYS` differ (how long, how often to evaluate / log / save, where to compute), and
 stops naming the keys otherwise (another seed, agent or reward would silently mix two runs).
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from dataclasses import Field, fields, is_dataclass
+from types import UnionType
+from typing import Any, Iterator, Mapping, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
-from video2reward.methods.progressor import HEAD_INPUTS
-from video2reward.model import BACKBONES
-from video2reward.precision import PRECISIONS
-from video2reward.methods.pushback import CROPS
-from video2reward.methods.pushback import PARAMS as FINETUNE_PARAMS
+from . import DRM_ROOT
+from .rewards import ENV_REWARDS
+from .schema import AGENTS, Config, DrQV2Config
 
-from .envs import OBS_TYPES, RENDER_QUALITIES, TASKS
-from .rewards import ENV_REWARDS, RELABEL_MODES, REWARD_FORMS, REWARD_MODELS
 
-# agent frames of a push-back step: the newest frame of a separate replay sample, or the oldest stacked
-# frame of the agent's update batch (released); the workspace picks them
-AGENT_FRAMES = ("replay", "update_batch")
+def _settings(schema: type, prefix: str = "") -> Iterator[tuple[str, Field, Any]]:
+    """``(dotted key, field, type)`` of every setting of ``schema``, nested sections flattened."""
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        if is_dataclass(hints[f.name]):
+            yield from _settings(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, f, hints[f.name]
 
-FIRST_FRAMES = ("reset", "after_first_action")  # the episode's init frame (drm.workspace.Workspace._begin)
 
 # keys that may change between a run and its continuation in the same run directory
-HARMLESS_KEYS = frozenset({
-    "num_train_frames", "eval_every_frames", "num_eval_episodes", "log_every_frames", "save_video",
-    "save_snapshot", "snapshot_every_frames", "num_threads", "device", "agent.device",
-})
-
-_MIN_INT = {  # integer keys and their smallest allowed value
-    "frame_stack": 1, "action_repeat": 1, "episode_length": 1, "image_size": 8, "seed": 0,
-    "num_train_frames": 0, "num_seed_frames": 0, "eval_every_frames": 1, "num_eval_episodes": 0,
-    "log_every_frames": 1, "snapshot_every_frames": 1, "replay_buffer_size": 2, "batch_size": 1,
-    "online_finetune_every_step": 1, "finetune.expert_batch_size": 1, "finetune.replay_batch_size": 1,
-    "demos.num_train": 1, "demos.num_test": 0, "demos.seed": 0, "pretrain.steps": 1, "pretrain.batch_size": 1,
-    "pretrain.image_size": 8, "pretrain.shift_pixels": 0, "pretrain.seed": 0, "agent.hidden_dim": 1,
-    "agent.feature_dim": 1, "agent.num_expl_steps": 0, "agent.update_every_steps": 1, "agent.aug_pad": 0,
-    "reward.refresh_budget": 0,
-}
-_POSITIVE = ("agent.lr", "finetune.lr", "pretrain.lr", "agent.critic_target_tau", "agent.stddev_clip")
-_NON_NEGATIVE = ("reward.alpha", "reward.success_bonus", "finetune.pushback_weight", "finetune.clip_grad", "finetune.sigma_scale")
-_BOOL = ("save_video", "save_snapshot", "online_finetune", "demos.keep_failures", "reward.train_mode",
-         "finetune.round_label_std", "finetune.resume_optimizer")
-_CHOICES = {"reward_model": REWARD_MODELS, "reward.relabel": RELABEL_MODES, "reward.form": REWARD_FORMS, "render_quality": RENDER_QUALITIES,
-            "precision": PRECISIONS, "pretrain.backbone": tuple(BACKBONES), "pretrain.head": tuple(HEAD_INPUTS),
-            "task_name": tuple(TASKS), "first_frame": FIRST_FRAMES, "obs_type": OBS_TYPES,
-            "finetune.agent_frames": AGENT_FRAMES,
-            "finetune.crop": CROPS, "finetune.params": FINETUNE_PARAMS}
+HARMLESS_KEYS = frozenset(key for schema, prefix in ((Config, ""), *((a, "agent.") for a in AGENTS.values()))
+                          for key, f, _ in _settings(schema, prefix) if f.metadata.get("may_change"))
 
 
 class ConfigError(ValueError):
@@ -71,60 +51,64 @@ def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
 _MISSING = object()
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _optional(kind: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``, ``X`` -> ``(X, False)``."""
+    args = get_args(kind)
+    if get_origin(kind) in (Union, UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return kind, False
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+def _is(value: Any, kind: Any) -> bool:
+    if kind in (int, float):  # a float key takes an int; neither takes a bool (or nan)
+        return isinstance(value, (int, kind)) and not isinstance(value, bool) and value == value
+    if get_origin(kind) is list:
+        return isinstance(value, list) and all(_is(v, get_args(kind)[0]) for v in value)
+    return kind is Any or isinstance(value, kind)
+
+
+_TESTS = {"choices": lambda v, c: v in c, "at_least": lambda v, b: v >= b, "above": lambda v, b: v > b,
+          "at_most": lambda v, b: v <= b, "pattern": lambda v, p: re.fullmatch(p[0], v) is not None}
+
+
+def _fits(value: Any, kind: Any, checks: Mapping[str, Any]) -> bool:
+    kind, optional = _optional(checks.get("kind", kind))
+    if value is None:
+        return optional or kind is Any
+    if value in checks.get("words", ()):
+        return True
+    return _is(value, kind) and all(test(value, checks[name]) for name, test in _TESTS.items() if name in checks)
+
+
+_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "booleans")}
+
+
+def _want(kind: Any, checks: Mapping[str, Any]) -> str:
+    kind, optional = _optional(checks.get("kind", kind))
+    if "choices" in checks:
+        choices = checks["choices"]
+        want = "one of " + ", ".join(map(str, choices)) if len(choices) <= 12 else "a task of DrM/cfgs/task"
+    elif "pattern" in checks:
+        want = checks["pattern"][1]
+    else:
+        want = f"a list of {_NOUNS[get_args(kind)[0]][1]}" if get_origin(kind) is list else _NOUNS[kind][0]
+        if "above" in checks and "at_most" in checks:
+            want += f" in ({checks['above']}, {checks['at_most']}]"
+        elif "above" in checks or "at_least" in checks:
+            want += f" > {checks['above']}" if "above" in checks else f" >= {checks['at_least']}"
+    words = ["null"] * optional + want.split(" or ") + list(checks.get("words", ()))
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every key with a wrong type, range or choice."""
+    """Raise :class:`ConfigError` listing every key whose value does not fit its declaration in
+    :mod:`drm.schema`, and settings that do not go together."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    problems = []
-
-    def bad(key: str, want: str) -> None:
-        problems.append(f"{key}={_get(c, key)!r} (want {want})")
-
-    for key, low in _MIN_INT.items():
-        v = _get(c, key)
-        if v is not _MISSING and not (_is_int(v) and v >= low):
-            bad(key, f"an integer >= {low}")
-    for key in _POSITIVE:
-        v = _get(c, key)
-        if v is not _MISSING and not (_is_number(v) and v > 0):
-            bad(key, "a number > 0")
-    for key in _NON_NEGATIVE:
-        v = _get(c, key)
-        if v is not _MISSING and not (_is_number(v) and v >= 0):
-            bad(key, "a number >= 0")
-    for key in _BOOL:
-        v = _get(c, key)
-        if v is not _MISSING and not isinstance(v, bool):
-            bad(key, "true or false")
-    for key, choices in _CHOICES.items():
-        v = _get(c, key)
-        if v is not _MISSING and v not in choices:
-            bad(key, "one of " + ", ".join(map(str, choices)) if len(choices) <= 12 else "a task of DrM/cfgs/task")
-    nstep, discount = c.get("nstep"), c.get("discount")
-    if not (nstep == "schedule" or (_is_int(nstep) and nstep >= 1)):
-        bad("nstep", "an integer >= 1 or schedule")
-    if not (discount == "schedule" or (_is_number(discount) and 0 < discount <= 1)):
-        bad("discount", "a number in (0, 1] or schedule")
-    threads = c.get("num_threads")
-    if threads is not None and not (_is_int(threads) and threads >= 1):
-        bad("num_threads", "null or an integer >= 1")
-    if c.get("amp") is not None and not isinstance(c.get("amp"), bool):
-        bad("amp", "null, true or false")
-    if not (isinstance(c.get("device"), str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c["device"])):
-        bad("device", "auto, cpu, cuda or cuda:N")
-    label_std = _get(c, "pretrain.label_std")
-    if label_std is not _MISSING and not (label_std == "delta" or (_is_number(label_std) and label_std > 0)):
-        bad("pretrain.label_std", "a number > 0 or delta")
-    flag = _get(c, "reward.pretrain_if_missing")
-    if flag is not _MISSING and flag is not None and not isinstance(flag, bool):
-        bad("reward.pretrain_if_missing", "null, true or false")
+    agent = {a._target_: a for a in AGENTS.values()}.get(_get(c, "agent._target_"), DrQV2Config)
+    problems = [f"{key}={value!r} (want {_want(kind, f.metadata)})"
+                for key, f, kind in (*_settings(Config), *_settings(agent, "agent."))
+                if (value := _get(c, key)) is not _MISSING and not _fits(value, kind, f.metadata)]
     if c.get("reward_model") in ENV_REWARDS:
         for key, default in (("reward.form", "default"), ("reward.success_bonus", 0)):
             if _get(c, key) not in (_MISSING, default):
@@ -136,6 +120,14 @@ def check_config(cfg: DictConfig) -> None:
                         "finetune.params=head (the encoder frozen)")
     if problems:
         raise ConfigError(f"invalid config (DrM/cfgs/config.yaml + overrides): {'; '.join(problems)}")
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The configuration ``train_mw.py`` runs with for ``overrides`` (``"task=toy-reach"``, ...)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(DRM_ROOT / "cfgs"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -169,4 +161,4 @@ def check_resume(saved: Mapping[str, Any], cfg: DictConfig, snapshot: str) -> No
                           f"change) or start in a new run directory (hydra.run.dir=...)")
 
 
-__all__ = ["ConfigError", "HARMLESS_KEYS", "check_config", "check_resume", "config_differences"]
+__all__ = ["ConfigError", "HARMLESS_KEYS", "check_config", "check_resume", "compose_config", "config_differences"]

@@ -29,12 +29,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from drm.envs import PAPER_TASKS, TASKS, PixelEnv, canonical_task, make_env
 
 SPLITS = ("train", "test")
-POLICIES = ("expert", "random")
+POLICIES = ("expert", "random", "parked")
 METADATA = "metadata.json"
 _TMP_PREFIX = ".tmp-"
 
@@ -44,7 +43,8 @@ class DemoSettings:
     """Everything that determines the frames of a demo set (checked again on resume)."""
 
     seed: int = 0  # base seed; every trajectory's seed is derived from it
-    policy: str = "expert"  # expert: metaworld.policies / the toy's expert; random: uniform actions
+    policy: str = "expert"  # expert: metaworld.policies / the toy's expert; random: uniform actions; parked:
+                            # one uniform action held for the whole episode (the arm driven to a pose, kept there)
     noise: float = 0.0  # std of Gaussian noise added to the expert's action (then clipped to [-1, 1])
     keep_failures: bool = False  # keep unsuccessful noise-free expert episodes instead of re-seeding
     image_size: int = 84
@@ -59,6 +59,15 @@ class DemoSettings:
             raise ValueError(f"noise must be >= 0 and applies to the expert only, got {self.noise}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @classmethod
+    def from_config(cls, cfg: Any, **changes: Any) -> DemoSettings:
+        """The demos a DrM run's (composed) config asks for: its env's frames, ``demos.seed`` and
+        ``demos.keep_failures``; ``changes`` replace any of them."""
+        taken = {"seed": cfg.demos.seed, "keep_failures": cfg.demos.keep_failures, "image_size": cfg.image_size,
+                 "episode_length": cfg.episode_length, "action_repeat": cfg.action_repeat,
+                 "render_quality": cfg.render_quality}
+        return cls(**{**taken, **changes})
 
     @property
     def skips_failures(self) -> bool:
@@ -84,9 +93,12 @@ def rollout(env: PixelEnv, seed: int, policy: str = "expert", noise: float = 0.0
     rng = np.random.default_rng([seed, 1])
     env.reset(seed=seed)
     frames, success, env_return = [env.render()], False, 0.0
+    held = rng.uniform(-1.0, 1.0, env.action_space.shape)  # the parked policy's one action
     for _ in range(env.episode_length):
         if policy == "random":
             action = rng.uniform(-1.0, 1.0, env.action_space.shape)
+        elif policy == "parked":
+            action = held
         else:
             action = env.expert_action()
             if noise > 0:
@@ -275,6 +287,8 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
     ``RuntimeError`` after writing everything else if some trajectory found no successful
     expert episode in ``max_attempts`` seeds.
     """
+    from video2reward.progress import progress as progress_bar  # as _write_metadata: not in the workers
+
     out = Path(out)
     tasks = list(dict.fromkeys(canonical_task(t, TASKS) for t in tasks))
     counts = {"train": num_train, "test": num_test}
@@ -287,11 +301,11 @@ def generate_demos(out: str | os.PathLike, tasks: Iterable[str] = PAPER_TASKS, n
         jobs += [_Job(str(out), task, split, i, settings, max_attempts) for split, i in missing]
 
     errors = []
-    bar = tqdm(total=len(jobs), desc="demos", unit="traj", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="demos", unit="traj", disable=not progress)
     with job_results(jobs, workers) as results:
         for record in results:
             task, split, index = record.pop("task"), record.pop("split"), record.pop("index")
-            bar.set_postfix_str(f"{task} {split}")
+            bar.set_postfix_str(f"{task} {split}", refresh=False)  # drawn by update(), as often as it redraws
             bar.update()
             if "error" in record:
                 errors.append(record["error"])

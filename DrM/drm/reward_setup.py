@@ -57,9 +57,7 @@ def ensure_demos(cfg: DictConfig, tasks: list[str]) -> Path:
     up generated ones holding fewer than ``demos.num_train`` / ``demos.num_test`` trajectories."""
     root = Path(cfg.exp_data_path)
     d = cfg.demos
-    settings = DemoSettings(seed=d.seed, keep_failures=d.keep_failures, image_size=cfg.image_size,
-                            render_quality=cfg.render_quality, episode_length=cfg.episode_length,
-                            action_repeat=cfg.action_repeat)
+    settings = DemoSettings.from_config(cfg)
     tasks = list(dict.fromkeys(tasks))
     # a folder without our metadata.json (e.g. the released dataset) is used as it is, never topped up
     short = [t for t in tasks if _count(root / t / "train") == 0 or (read_metadata(root / t) is not None and (

@@ -42,7 +42,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+from .progress import progress as tqdm
 
 from .io import atomic_path, atomic_write_json
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import progress as tqdm
 
 from .checkpoint import load_reward_model
 from .data import VideoDataset, load_dataset

@@ -18,7 +18,7 @@ Implementations:
   through ``encode`` and ``reward_from_features`` (each frame is encoded once per model version);
   ``reward_kind = "difference"`` models (VIP) reward a step by the change of a per-frame value. An
   optional *finetuner* trains the model online from the agent's frames (push-back for PROGRESSOR,
-  :mod:`video2reward.pushback`; discriminators for the adversarial baselines).
+  :mod:`video2reward.methods.pushback`; discriminators for the adversarial baselines).
 * :class:`ProgressReward`: PROGRESSOR, ``mu - alpha * H``, also reporting ``mu`` and ``sigma``.
 
 Relabelling (``relabel``): how a replay batch's reward is recomputed with the current model.

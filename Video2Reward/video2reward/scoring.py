@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
+from .progress import progress as tqdm
 
 from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, load_image, natural_key
 from .methods import method_of

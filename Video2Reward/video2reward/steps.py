@@ -40,7 +40,8 @@ def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfi
     generator = sampler.generator_at(step, rank)
     batch = sampler.sample(generator)
     if cfg.augment:
-        batch = batch._replace(frames=aug.augment(batch.frames, augmentation_config(cfg), image_size, generator))
+        recipe = augmentation_config(cfg)
+        batch = batch.with_frames(lambda frames: aug.augment(frames, recipe, image_size, generator))
     return batch
 
 

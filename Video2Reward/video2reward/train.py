@@ -39,7 +39,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress as tqdm
 
 from .checkpoint import read_checkpoint, save_reward_model, split_checkpoint, load_state_dict_strict
 from .config import (AUGMENTATIONS, METHOD_BATCH_SIZES, PRESETS, RANK_WEIGHT, TrainConfig, augmentation_config,

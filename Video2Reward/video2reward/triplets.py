@@ -26,7 +26,7 @@ a pure function of ``(seed, rank, step)``, which is what makes resumed training 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -94,14 +94,20 @@ class TripletBatch(NamedTuple):
     label_std: torch.Tensor  # (B,) float32
     traj: torch.Tensor  # (B,) int64 trajectory index in the dataset
     negative: torch.Tensor  # (B,) int64 a middle frame from another group (replaces `current`)
+    negatives: Any = None  # a video2reward.negatives.NegativeBatch when pretraining with generated negatives
 
     @property
     def flat_frames(self) -> torch.Tensor:
         """All frames ``(G*K, 3, S, S)``."""
         return self.frames.flatten(0, 1)
 
+    def with_frames(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "TripletBatch":
+        """The batch with ``fn`` (an augmentation) applied to its frame groups (and its negatives')."""
+        return self._replace(frames=fn(self.frames),
+                             negatives=None if self.negatives is None else self.negatives.with_frames(fn))
+
     def to(self, device: torch.device | str) -> "TripletBatch":
-        return TripletBatch(*(t.to(device, non_blocking=True) for t in self))
+        return TripletBatch(*(None if t is None else t.to(device, non_blocking=True) for t in self))
 
 
 class TripletSampler:

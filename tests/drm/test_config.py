@@ -76,3 +76,28 @@ def test_reward_form_options_are_checked():
     with pytest.raises(ValueError, match="finetune.params=head"):
         check_config(compose_cfg("reward.refresh_budget=64"))  # push-back on all weights: features change
     check_config(compose_cfg("reward.refresh_budget=64", "finetune.params=head"))
+
+
+def _flat(node, prefix=""):
+    if isinstance(node, dict):
+        return {k for key, v in node.items() for k in _flat(v, f"{prefix}{key}.")}
+    return {prefix[:-1]}
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_every_key_a_yaml_file_sets_is_declared_in_the_schema(agent):
+    from drm.config import _settings
+    from drm.schema import AGENTS as SCHEMAS, Config
+
+    declared = {k for k, _, _ in _settings(Config)} | {k for k, _, _ in _settings(SCHEMAS[agent], "agent.")}
+    for overrides in (*(f"task={t}" for t in TASKS), "variant=release", "preset=state-cpu"):
+        keys = _flat(OmegaConf.to_container(compose_cfg(overrides, f"agent={agent}")))
+        assert keys <= declared, (overrides, keys - declared)
+
+
+def test_types_come_from_the_declarations():
+    with pytest.raises(ValueError, match=r"pretrain.tasks='reach' \(want a list of strings\)"):
+        check_config(compose_cfg("pretrain.tasks=reach"))
+    with pytest.raises(ValueError, match=r"agent.dropout='x' \(want a number\)"):
+        check_config(compose_cfg("agent=drm_mw", "agent.dropout=x"))
+    check_config(compose_cfg("agent.stddev_schedule=0.2", "pretrain.rank_weight=null", "finetune.crop_scale=[0.5,1]"))

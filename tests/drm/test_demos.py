@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
@@ -181,8 +182,8 @@ def test_cli_with_worker_processes(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     meta = json.loads((tmp_path / "toy-reach" / "metadata.json").read_text())
     assert meta["num_trajectories"] == {"train": 3, "test": 2}
-    # the same frames as in-process generation with the same seed
-    generate_demos(tmp_path / "inproc", ["toy-reach"], num_train=3, num_test=2, settings=TOY,
+    # the same frames as in-process generation with the same seed (at the toy task's own 32 px: not a flag)
+    generate_demos(tmp_path / "inproc", ["toy-reach"], num_train=3, num_test=2, settings=replace(TOY, image_size=32),
                    workers=1, progress=False)
     for split, n in (("train", 3), ("test", 2)):
         for i in range(n):
@@ -199,10 +200,15 @@ def test_cli_unknown_task_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "drawer").exists()
 
 
-def test_cli_task_groups_name_the_ml45_split(tmp_path):
+def load_script():
     spec = importlib.util.spec_from_file_location("generate_expert_demos", ROOT / "scripts" / "generate_expert_demos.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_cli_task_groups_name_the_ml45_split(tmp_path):
+    script = load_script()
 
     def tasks(*names: str) -> list[str]:
         return script.parse_args(["--tasks", *names, "--out", str(tmp_path)]).tasks
@@ -212,3 +218,17 @@ def test_cli_task_groups_name_the_ml45_split(tmp_path):
     assert test == ["bin-picking", "box-close", "door-lock", "door-unlock", "hand-insert"]
     assert not set(train) & set(test) and sorted(train + test) == sorted(tasks("all"))
     assert tasks("ml45-test", "reach-v3") == test + ["reach"]  # groups mix with single names
+
+
+def test_cli_defaults_are_each_tasks_rl_settings(tmp_path):
+    script = load_script()
+
+    def requests(*flags: str) -> dict[str, tuple]:
+        args = script.parse_args(["--tasks", "toy-reach", "drawer-open", "--out", str(tmp_path), *flags])
+        return {task: (r.settings.image_size, r.settings.episode_length, r.settings.action_repeat, r.num_train,
+                       r.num_test, r.settings.seed) for r, tasks in script.requests(args).items() for task in tasks}
+
+    # DrM/cfgs/task/toy-reach.yaml: 32 px, 30 steps, 40 + 10 demos; drawer-open: the defaults
+    assert requests() == {"toy-reach": (32, 30, 2, 40, 10, 0), "drawer-open": (84, 100, 2, 30, 10, 0)}
+    assert requests("--image_size", "48", "--num_train", "2", "--seed", "5") == {
+        "toy-reach": (48, 30, 2, 2, 10, 5), "drawer-open": (48, 100, 2, 2, 10, 5)}  # a flag given: for every task

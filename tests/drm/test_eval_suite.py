@@ -59,6 +59,45 @@ def test_goal_frames_are_the_expert_final_frames_metaworld(tmp_path):
     _check_goals_and_placements(tmp_path, "reach", 2, settings)
 
 
+def test_parked_rollouts_hold_one_action_and_negatives_use_the_train_seeds(tmp_path):
+    from drm.demos import rollout, trajectory_seed
+
+    class Recorder:  # the toy env, its actions recorded
+        def __init__(self, env):
+            self.env, self.actions = env, []
+
+        def __getattr__(self, name):
+            return getattr(self.env, name)
+
+        def step(self, action):
+            self.actions.append(np.array(action))
+            return self.env.step(action)
+
+    env = Recorder(make_env("toy-reach", seed=0, image_size=TOY.image_size, episode_length=TOY.episode_length))
+    rollout(env, seed=5, policy="parked")
+    assert len(env.actions) == TOY.episode_length and all(np.array_equal(a, env.actions[0]) for a in env.actions)
+    rollout(env, seed=6, policy="parked")  # another episode, another action
+    assert not np.array_equal(env.actions[-1], env.actions[0])
+    env.close()
+
+    # pretraining negatives: the groups from the demos' train seeds, never the evaluation's
+    generate_eval_sets(tmp_path / "neg", ["toy-reach"], [], 2, TOY, workers=1, progress=False,
+                       groups=("parked", "noise-0.3"), split="train")
+    generate_demos(tmp_path / "demos", ["toy-reach"], num_train=2, num_test=0, settings=TOY, workers=1, progress=False)
+    for group in ("parked", "noise-0.3"):
+        meta = read_metadata(tmp_path / "neg" / group / "toy-reach")
+        assert sorted(meta["trajectories"]["train"]) == ["0", "1"] and not meta["trajectories"]["test"]
+        assert meta["policy"] == GROUPS[group].get("policy", "expert")  # the metadata says the kind
+        for i in range(2):
+            assert meta["trajectories"]["train"][str(i)]["seed"] == trajectory_seed(TOY.seed, "toy-reach", "train", i)
+    demo = read_metadata(tmp_path / "demos" / "toy-reach")["trajectories"]["train"]["0"]
+    if demo["seed"] == trajectory_seed(TOY.seed, "toy-reach", "train", 0):  # the expert's first attempt
+        assert np.array_equal(_png(tmp_path / "neg" / "parked" / "toy-reach" / "train" / "0" / "0.png"),
+                              _png(tmp_path / "demos" / "toy-reach" / "train" / "0" / "0.png"))  # same placement
+    with pytest.raises(ValueError, match="unknown rollout group"):
+        generate_eval_sets(tmp_path / "neg", ["toy-reach"], [], 2, TOY, groups=("lazy",), progress=False)
+
+
 def test_generation_resumes_and_refuses_other_settings(tmp_path):
     generate_eval_sets(tmp_path, ["toy-reach"], [], 2, TOY, workers=1, progress=False)
     first = tmp_path / "random" / "toy-reach" / "test" / "0" / "3.png"
@@ -121,8 +160,9 @@ def test_cli_writes_metrics_report_and_plots(tmp_path):
     assert metrics["eval_data"]["settings"]["image_size"] == 16  # the largest model's; the others resize
     pooled = metrics["models"]["a"]["pooled"]
     for key in ("voc", "voc_r", "unseen_voc", "success_auroc", "success_accuracy", "ranking_tau",
-                "ranking_tau_reward", "succ_fail_diff", "ood_mu", "dense_alignment", "confusion_gap"):
+                "ranking_tau_reward", "succ_fail_diff", "ood_mu", "ood_mu_parked", "dense_alignment", "confusion_gap"):
         assert key in pooled
+    assert pooled["ood_mu_parked"] is not None  # the parked group is scored like the others
     assert metrics["models"]["a"]["tasks"]["toy-reach"]["num_rollouts"] == {g: 2 for g in GROUPS}
     assert metrics["models"]["run:refined"]["confusion"]["tasks"] == ["toy-reach"]
     report = (out / "report.md").read_text()

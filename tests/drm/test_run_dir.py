@@ -14,6 +14,7 @@ from omegaconf import OmegaConf, open_dict
 import drm
 from drm import reward_setup
 from drm.config import ConfigError, check_config, check_resume
+from drm.demos import DemoSettings, generate_demos
 from drm.replay_buffer import ReplayBuffer
 from video2reward.checkpoint import save_reward_model
 from video2reward.methods.progressor import ProgressModel
@@ -222,6 +223,16 @@ def test_generated_demos_are_topped_up(tmp_path, monkeypatch):
     cfg = toy_cfg(tmp_path, "demos.num_test=1", "demos.num_train=5")
     reward_setup.ensure_demos(cfg, ["toy-reach"])
     assert calls == [(["toy-reach"], 5)]  # 2 of 5: the missing 3 are generated
+
+
+def test_other_demo_seed_matters_only_when_trajectories_are_added(tmp_path):
+    made = DemoSettings.from_config(toy_cfg(tmp_path), seed=1)  # the run asks for demos.seed=0
+    generate_demos(tmp_path / "demos", ["toy-reach"], num_train=2, num_test=1, settings=made, workers=1, progress=False)
+    reward_setup.ensure_demos(toy_cfg(tmp_path, "demos.num_train=2", "demos.num_test=1"), ["toy-reach"])  # enough: used
+    with pytest.raises(ValueError, match=r"toy-reach holds demos made with other settings .*'seed': \(1, 0\)") as err:
+        reward_setup.ensure_demos(toy_cfg(tmp_path, "demos.num_train=3", "demos.num_test=1"), ["toy-reach"])
+    assert "\n" not in str(err.value)  # one line (train_mw.py prints it as its error)
+    assert len(list((tmp_path / "demos" / "toy-reach" / "train").iterdir())) == 2  # nothing added
 
 
 # ------------------------------------------------------------------------------------ replay persistence (case 8)

@@ -4,7 +4,12 @@
 
 * ``expert``: the scripted expert (failed episodes kept, so every placement is there);
 * ``noise-0.3``, ``noise-1.0``: the expert's action + Gaussian noise of that std, clipped;
-* ``random``: uniform random actions.
+* ``random``: uniform random actions;
+* ``parked``: one uniform random action held for the whole episode: the arm driven into a pose and
+  kept there, the failure PROGRESSOR's RL runs fell into.
+
+The same sets from the ``train`` split's seeds (never the evaluation's) are the generated negatives
+of PROGRESSOR's pretraining (``split="train"``, ``scripts/generate_negatives.py``).
 
 Rollout ``i`` of a task has the same seed, so the same placement, in every set
 (``drm.demos.trajectory_seed(seed, task, "test", i)``). Its goal image is the last frame of expert
@@ -27,14 +32,15 @@ from drm.demos import (DemoSettings, env_for, job_results, prepare_task, read_me
 from drm.envs import ML45_TEST_TASKS, TASKS, canonical_task
 
 SPLIT = "test"  # every eval rollout lives in the demos' test split (its seeds; never trained on)
-# Rollout groups, worst to best: the quality order of ranking_tau.
+# Rollout groups, worst to best, and their rank in the quality order of ranking_tau (parked ties with random).
 GROUPS: dict[str, dict[str, Any]] = {
+    "parked": {"policy": "parked"},
     "random": {"policy": "random"},
     "noise-1.0": {"noise": 1.0},
     "noise-0.3": {"noise": 0.3},
     "expert": {"keep_failures": True},
 }
-QUALITY = {name: rank for rank, name in enumerate(GROUPS)}
+QUALITY = {"parked": 0, "random": 0, "noise-1.0": 1, "noise-0.3": 2, "expert": 3}
 
 
 class EvalDataError(ValueError):
@@ -74,13 +80,14 @@ class _Job:
     task: str
     index: int
     settings: DemoSettings
+    split: str = SPLIT
 
 
 def _run_job(job: _Job) -> dict[str, Any]:
     env = _StepRecorder(env_for(job.task, job.settings))
-    seed = trajectory_seed(job.settings.seed, job.task, SPLIT, job.index)
+    seed = trajectory_seed(job.settings.seed, job.task, job.split, job.index)
     result = rollout(env, seed, job.settings.policy, job.settings.noise)
-    write_frames(result.frames, Path(job.root) / job.task / SPLIT / str(job.index))
+    write_frames(result.frames, Path(job.root) / job.task / job.split / str(job.index))
     return {"task": job.task, "root": job.root, "index": job.index, "seed": seed, "success": result.success,
             "env_return": result.env_return, "failed_seeds": [], "step_reward": env.rewards,
             "step_success": env.successes}
@@ -88,16 +95,20 @@ def _run_job(job: _Job) -> dict[str, Any]:
 
 def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tasks: Sequence[str],
                        num_per_set: int, settings: DemoSettings, workers: int | None = None,
-                       progress: bool = True) -> None:
-    """Make (or complete) every group of ``tasks`` and the expert set of ``unseen_tasks`` under ``root``.
+                       progress: bool = True, groups: Sequence[str] = tuple(GROUPS), split: str = SPLIT) -> None:
+    """Make (or complete) the ``groups`` of ``tasks`` and the expert set of ``unseen_tasks`` under ``root``.
 
-    ``settings`` gives the seed and rendering (its policy fields are ignored). Finished rollouts are
+    ``settings`` gives the seed and rendering (its policy fields are ignored). ``split="train"``
+    draws the placements from the demos' train seeds (pretraining negatives). Finished rollouts are
     kept; a set made with other settings raises a one-line :class:`EvalDataError`.
     """
     from tqdm.auto import tqdm
 
     root = Path(root)
-    wanted = [(g, t) for t in tasks for g in GROUPS] + [("expert", t) for t in unseen_tasks if t not in tasks]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise EvalDataError(f"unknown rollout group(s) {unknown}; choose from {', '.join(GROUPS)}")
+    wanted = [(g, t) for t in tasks for g in groups] + [("expert", t) for t in unseen_tasks if t not in tasks]
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     metas: dict[tuple[str, str], dict[str, Any]] = {}
     jobs: list[_Job] = []
@@ -105,18 +116,18 @@ def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tas
         task = canonical_task(task, TASKS)
         s = group_settings(settings, group)
         try:
-            meta, missing = prepare_task(root / group, task, {"train": 0, SPLIT: num_per_set}, s)
+            meta, missing = prepare_task(root / group, task, {"train": 0, "test": 0, split: num_per_set}, s)
         except ValueError as exc:  # a set made with other settings
             raise EvalDataError(str(exc)) from None
         write_metadata(root / group, task, meta)
         metas[(str(root / group), task)] = meta
-        jobs += [_Job(str(root / group), task, i, s) for _, i in missing]
+        jobs += [_Job(str(root / group), task, i, s, split) for _, i in missing]
     bar = tqdm(total=len(jobs), desc="eval rollouts", unit="traj", disable=not progress or not jobs)
     with job_results(jobs, workers, _run_job) as results:
         for record in results:
             task, out, index = record.pop("task"), record.pop("root"), record.pop("index")
             meta = metas[(out, task)]
-            meta["trajectories"][SPLIT][str(index)] = record
+            meta["trajectories"][split][str(index)] = record
             write_metadata(Path(out), task, meta)
             bar.update()
     bar.close()

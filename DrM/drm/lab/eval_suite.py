@@ -254,7 +254,10 @@ def _task_metrics(rs: list[Scored], progress_scale: bool = True) -> dict[str, An
     final = np.array([r.mu[-1] for r in rs])
     success = np.array([r.success for r in rs], dtype=bool)
     quality = np.array([QUALITY[r.group] for r in rs])
-    random = [r for r in rs if r.group == "random"]
+    def ood(group: str) -> float:  # mean mu over every frame of the group's rollouts
+        mus = [r.mu for r in rs if r.group == group]
+        return float(np.concatenate(mus).mean()) if mus else float("nan")
+
     dense = [M.spearman(r.reward[1:], r.step_reward) for r in rs if r.group != "expert"
              and np.ptp(r.reward[1:]) > 0 and np.ptp(r.step_reward) > 0]
     return {
@@ -267,9 +270,11 @@ def _task_metrics(rs: list[Scored], progress_scale: bool = True) -> dict[str, An
         "ranking_tau_reward": M.kendall_tau_a(quality, np.array([r.reward[1:].sum() for r in rs])),
         "ranking_tau_max": M.kendall_tau_a(quality, quality),
         "succ_fail_diff": M.mean_difference(final, success),
-        "ood_mu": float(np.concatenate([r.mu for r in random]).mean()) if random else float("nan"),
+        "ood_mu": ood("random"),
+        "ood_mu_parked": ood("parked"),
         "dense_alignment": M.nanmean(dense),
-        **({} if progress_scale else dict.fromkeys(("success_accuracy", "succ_fail_diff", "ood_mu"), float("nan"))),
+        **({} if progress_scale else dict.fromkeys(("success_accuracy", "succ_fail_diff", "ood_mu", "ood_mu_parked"),
+                                                      float("nan"))),
         "num_rollouts": {g: sum(r.group == g for r in rs) for g in GROUPS},
         "num_success": {g: sum(r.group == g and r.success for r in rs) for g in GROUPS},
     }
@@ -303,10 +308,10 @@ def compute_metrics(scores: Scores, tasks: Sequence[str], unseen: Sequence[str])
 
 # ---- report and plots ------------------------------------------------------------------------
 POOLED_ROWS = ("voc", "voc_worst_task", "voc_r", "unseen_voc", "success_auroc", "success_accuracy", "ranking_tau",
-               "ranking_tau_reward", "ranking_tau_max", "succ_fail_diff", "ood_mu", "dense_alignment",
-               "confusion_diagonal", "confusion_off_diagonal", "confusion_gap")
+               "ranking_tau_reward", "ranking_tau_max", "succ_fail_diff", "ood_mu", "ood_mu_parked",
+               "dense_alignment", "confusion_diagonal", "confusion_off_diagonal", "confusion_gap")
 TASK_ROWS = ("voc", "voc_r", "success_auroc", "success_accuracy", "ranking_tau", "succ_fail_diff", "ood_mu",
-             "dense_alignment")
+             "ood_mu_parked", "dense_alignment")
 
 
 def _fmt(v: Any) -> str:

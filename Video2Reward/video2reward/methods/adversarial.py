@@ -11,7 +11,7 @@ GAIL uses it as the whole reward (:mod:`.gail`); Rank2Reward adds it to the rank
 pessimism term (:mod:`.rank2reward`). A model that has a discriminator exposes it as
 ``model.discriminator`` with ``features(frames) -> (N, 128)`` and ``head(features) -> (N,)`` logits.
 
-:class:`DiscriminatorFinetuner` is constructed and called like :class:`video2reward.pushback.PushBackFinetuner`:
+:class:`DiscriminatorFinetuner` is constructed and called like :class:`~.pushback.PushBackFinetuner`:
 ``update(init, current, goal)`` takes a batch of agent frames from replay (only ``current`` is
 used: the discriminator looks at single frames), draws as many expert frames itself (uniformly
 over the expert videos, then over their frames), gives every frame a random-resized crop (area

@@ -336,6 +336,10 @@ class FrameTuples(NamedTuple):
     traj: torch.Tensor  # (B,) int64 trajectory index in the dataset
     length: torch.Tensor  # (B,) int64 trajectory length
 
+    def with_frames(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "FrameTuples":
+        """The batch with ``fn`` (an augmentation) applied to its frames."""
+        return self._replace(frames=fn(self.frames))
+
     def to(self, device: torch.device | str) -> "FrameTuples":
         return FrameTuples(*(t.to(device, non_blocking=True) for t in self))
 

@@ -25,6 +25,7 @@ from torch.distributions import Normal
 from ..data import VideoDataset
 from ..flags import setting
 from ..losses import NEGATIVE_WEIGHT, gaussian_entropy, negative_kl_loss, progress_kl_loss, ranking_loss
+from ..negatives import MADE_KINDS, STORED_KINDS, TARGETS, NegativeSet, negative_losses
 from ..model import BACKBONES, FEATURE_SCALE, ResidualBlock, autocast
 from ..reward_fn import FrameReward, StepReward, TrajectoryScores, as_frames
 from ..triplets import LabelStd, TripletBatch, TripletSampler, parse_label_std
@@ -80,8 +81,26 @@ class ProgressorTraining:
                                               f"order, what VOC measures (default {RANK_WEIGHT:g} with shared-embedding "
                                               "batches, else 0)")
     rank_temperature: float = setting(0.02, "margin scale of the order loss (progress units)")
-    negatives: bool = setting(False, "add negatives (middle frame from another video, target N(-1, 0.1))")
-    negative_weight: float = setting(NEGATIVE_WEIGHT, "loss weight of the negatives")
+    negatives: bool | str = setting(False, "--negatives alone: middle frames from another video, target N(-1, 0.1) "
+                                           "(the EPIC recipe); --negatives DIR: the generated negatives in DIR "
+                                           "(scripts/generate_negatives.py) and those made from the expert videos, with "
+                                           "the frame-level and preference losses below (video2reward.negatives)",
+                                    nargs="?", const=True, metavar="DIR")
+    negative_weight: float = setting(NEGATIVE_WEIGHT, "loss weight of the other-video negatives (--negatives alone)")
+    negative_kinds: list[str] | None = setting(None, "--negatives DIR: only these kinds (default: every kind found "
+                                                     "or made: " + " ".join([*STORED_KINDS, *MADE_KINDS]) + ")")
+    negative_trajs: int = setting(8, "--negatives DIR: negative trajectories per step (each with its placement's "
+                                     "expert)")
+    negative_frames: int = setting(8, "--negatives DIR: frames of each negative and expert trajectory per step")
+    negative_target: str = setting("pushback", "--negatives DIR: the frame-level target on not-progress kinds' "
+                                               "frames: pushback = N(beta * mu, sigma) detached, low = N(0, 0.1^2)",
+                                   choices=TARGETS)
+    negative_beta: float = setting(0.5, "--negatives DIR: beta of the pushback target")
+    negative_frame_weight: float = setting(1.0, "--negatives DIR: weight of the frame-level loss")
+    preference_weight: float = setting(1.0, "--negatives DIR: weight of the Bradley-Terry preference loss on "
+                                            "trajectories' mean mu (expert > noise 0.3 > noise 1.0, rewound > "
+                                            "random, parked, reversed, other task)")
+    preference_temperature: float = setting(0.1, "--negatives DIR: scale of the preference logit (progress units)")
     shared_embedding: bool = setting(True, "encode K frames per trajectory once, many triplets from them")
     frames_per_traj: int = setting(16, "shared embedding: frames per trajectory K")
     trajs_per_batch: int = setting(16, "shared embedding: trajectories per step (batch_size triplets spread over them)")
@@ -98,8 +117,16 @@ class ProgressorTraining:
             raise ValueError(f"fixed_fraction must be in [0, 1], got {self.fixed_fraction}")
         if self.sigma_power < 0:
             raise ValueError(f"sigma_power must be >= 0, got {self.sigma_power}")
-        if self.negative_weight < 0:
-            raise ValueError(f"negative_weight must be >= 0, got {self.negative_weight!r}")
+        for name in ("negative_weight", "negative_frame_weight", "preference_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.negative_target not in TARGETS:
+            raise ValueError(f"negative_target must be one of {', '.join(TARGETS)}, got {self.negative_target!r}")
+        for name in ("negative_trajs", "negative_frames"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                raise ValueError(f"{name} must be an integer >= 2, got {getattr(self, name)!r}")
+        if not self.preference_temperature > 0:
+            raise ValueError(f"preference_temperature must be > 0, got {self.preference_temperature!r}")
         if self.rank_weight is None:
             self.rank_weight = RANK_WEIGHT if self.shared_embedding else 0.0
         self.rank_weight = float(self.rank_weight)
@@ -255,9 +282,14 @@ class ProgressModel(RewardModel):
 
     def pretraining(self, dataset: VideoDataset, sampling: Sampling, settings: ProgressorTraining) -> Pretraining:
         s = settings
-        sampler = TripletSampler(dataset, sampling.batch_size, s.randomize, s.max_gap, s.label_std, s.shared_embedding,
-                                 s.frames_per_traj, s.trajs_per_batch, sampling.balance_tasks, sampling.seed,
-                                 s.fixed_fraction)
+        args = (dataset, sampling.batch_size, s.randomize, s.max_gap, s.label_std, s.shared_embedding, s.frames_per_traj,
+                s.trajs_per_batch, sampling.balance_tasks, sampling.seed, s.fixed_fraction)
+        if isinstance(s.negatives, str):  # generated negatives: every batch carries a NegativeBatch too
+            negatives = NegativeSet(dataset, s.negatives, s.negative_kinds)
+            print(f"[video2reward] negatives: {negatives}", flush=True)
+            sampler = NegativeTripletSampler(negatives, s.negative_trajs, s.negative_frames, *args)
+        else:
+            sampler = TripletSampler(*args)
         return Pretraining(ProgressObjective(self), sampler, functools.partial(train_step, settings=s), "triplets",
                            "shared-embedding" if s.shared_embedding else "per-triplet", find_unused_parameters=False)
 
@@ -304,22 +336,48 @@ class ProgressObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, frames: torch.Tensor, init: torch.Tensor, current: torch.Tensor,
-                goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.model.features(frames)
-        return self.model.head(f[init], f[current], f[goal])
+    def forward(self, frames: torch.Tensor, init: torch.Tensor, current: torch.Tensor, goal: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """``(mu, sigma)`` of the triplets; with ``rows`` ``(R, K + 1, 3, S, S)`` (a
+        :class:`~video2reward.negatives.NegativeBatch`'s frames, encoded in the same backbone call)
+        also ``(mu, sigma)`` ``(R, K)`` of each row's frames against its first frame and its goal."""
+        if rows is None:
+            f = self.model.features(frames)
+            return self.model.head(f[init], f[current], f[goal])
+        r, k1 = rows.shape[:2]
+        f = self.model.features(torch.cat([frames, rows.flatten(0, 1)]))
+        f_rows = f[len(frames):].view(r, k1, -1)
+        k = k1 - 1
+        mu_r, sigma_r = self.model.head(f_rows[:, :1].expand(-1, k, -1).flatten(0, 1), f_rows[:, :k].flatten(0, 1),
+                                        f_rows[:, k:].expand(-1, k, -1).flatten(0, 1))
+        return (*self.model.head(f[init], f[current], f[goal]), mu_r.view(r, k), sigma_r.view(r, k))
+
+
+class NegativeTripletSampler(TripletSampler):
+    """A :class:`~video2reward.triplets.TripletSampler` whose batches also carry ``n`` negatives of
+    ``k`` frames (:class:`~video2reward.negatives.NegativeBatch`), drawn after the triplets from the
+    same generator, so a batch stays a pure function of ``(seed, rank, step)``."""
+
+    def __init__(self, negatives: NegativeSet, n: int, k: int, *args: Any) -> None:
+        super().__init__(*args)
+        self.negatives, self.n, self.k = negatives, int(n), int(k)
+
+    def sample(self, generator: torch.Generator | None = None) -> TripletBatch:
+        batch = super().sample(generator)
+        return batch._replace(negatives=self.negatives.sample(self.n, self.k, generator))
 
 
 def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: TripletBatch, device: torch.device,
                amp: bool = False, grad_clip: float = 0.0, *, settings: ProgressorTraining) -> dict[str, float]:
     """One AdamW step on a (prepared) batch, under bf16 autocast if ``amp``; returns scalar metrics.
     The loss: the KL to the labels, + ``negative_weight`` x the negatives' KL, + ``rank_weight`` x
-    the order loss, as ``settings`` asks."""
+    the order loss, + the generated negatives' frame-level and preference losses, as ``settings`` asks."""
     s = settings
     batch = batch.to(device)
     b = batch.init.shape[0]
     init, current, goal = batch.init, batch.current, batch.goal
-    if s.negatives:
+    other_video = s.negatives is True  # --negatives alone: the EPIC recipe's other-video middle frames
+    if other_video:
         init, current, goal = torch.cat([init, init]), torch.cat([current, batch.negative]), torch.cat([goal, goal])
     n = init.shape[0]
     if s.rank_weight:  # every frame of a group between the group's first and last frame
@@ -329,13 +387,14 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: Tr
         current = torch.cat([current, torch.arange(g * k, device=device)])
         goal = torch.cat([goal, first + k - 1])
     objective.train()
+    neg = batch.negatives
     with autocast(device, amp):
-        mu, sigma = objective(batch.flat_frames, init, current, goal)
+        mu, sigma, *rows = objective(batch.flat_frames, init, current, goal, None if neg is None else neg.frames)
     loss = progress_kl_loss(mu[:b], sigma[:b], batch.label_mean, batch.label_std, s.sigma_power)
     kl = progress_kl_loss(mu[:b].detach(), sigma[:b].detach(), batch.label_mean, batch.label_std) \
         if s.sigma_power else loss
     metrics = {}
-    if s.negatives:
+    if other_video:
         kl_neg = negative_kl_loss(mu[b:n], sigma[b:n])
         loss = loss + s.negative_weight * kl_neg
         metrics["kl_negative"] = kl_neg.item()
@@ -343,6 +402,13 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, batch: Tr
         rank = ranking_loss(mu[n:].view(g, k), s.rank_temperature)
         loss = loss + s.rank_weight * rank
         metrics["rank"] = rank.item()
+    if neg is not None:
+        frame_loss, preference = negative_losses(*rows, neg, s.negative_target, s.negative_beta,
+                                                 s.preference_temperature)
+        loss = loss + s.negative_frame_weight * frame_loss + s.preference_weight * preference
+        metrics.update(negative_frames=frame_loss.item(), preference=preference.item(),
+                       mu_not_progress=rows[0][:len(neg.quality), 1:][neg.not_progress].float().mean().item()
+                       if bool(neg.not_progress.any()) else float("nan"))
     grad_norm = optimizer_step(optimizer, loss, grad_clip)
     with torch.no_grad():
         mae = (mu[:b].detach().float() - batch.label_mean).abs().mean().item()
