@@ -21,6 +21,14 @@ Implementations:
   :mod:`video2reward.methods.pushback`; discriminators for the adversarial baselines).
 * :class:`ProgressReward`: PROGRESSOR, ``mu - alpha * H``, also reporting ``mu`` and ``sigma``.
 
+Subgoals (``subgoals``, a :class:`~video2reward.uvd.SubgoalConfig`; ``train_mw.py reward.subgoals=uvd``): a
+goal-conditioned reward scored against UVD subgoals of the expert's goal rollout, which
+:meth:`RewardFunction.start_episode` then receives whole (``wants_goal_rollout``) in place of the goal
+frame; phase ``k`` is scored with init = its start frame and goal = its subgoal, plus a per-phase
+offset, and moves on when the subgoal is reached (both rules: :mod:`video2reward.uvd`). A replay frame
+is relabelled against the phase it was collected in, under the current model. The online update
+(push-back, discriminators) still trains on the episode's own init and final goal frames.
+
 Relabelling (``relabel``): how a replay batch's reward is recomputed with the current model.
 
 ``window``  every step of the n-step window, on its newest frame (``o_{t+1} .. o_{t+n}``); the
@@ -56,6 +64,7 @@ import torch
 
 from .frame_table import FrameTable
 from .model import autocast
+from .uvd import PhasePlan, SubgoalConfig, SubgoalPhases, decompose, plan_phases
 
 RELABEL_MODES = ("window", "paper", "stored")
 REWARD_FORMS = ("default", "value", "delta")
@@ -122,9 +131,11 @@ class RewardFunction:
     image_size: int | None = None
     relabel = "stored"
     online = False
+    wants_goal_rollout = False  # start_episode takes the expert's whole goal rollout (L, 3, S, S) as its goal
 
     def start_episode(self, init_frame: np.ndarray | torch.Tensor, goal_frame: np.ndarray | torch.Tensor) -> None:
-        """A new episode with these init and goal frames, uint8 ``(3, S, S)``."""
+        """A new episode with these init and goal frames, uint8 ``(3, S, S)`` (with ``wants_goal_rollout``
+        the goal is every frame of the expert's goal rollout, ``(L, 3, S, S)``, the goal frame last)."""
 
     def step(self, frame: np.ndarray | torch.Tensor | None, env_reward: float = 0.0,
              success: bool = False) -> StepReward:
@@ -191,7 +202,8 @@ class FrameReward(RewardFunction):
     previous frame); ``form`` overrides it (module docstring), ``success_bonus`` adds ``lam * success``
     to every step. ``finetuner``: an online trainer of ``model`` with ``update(init, current, goal)``,
     ``state_dict`` and ``load_state_dict``. ``refresh_budget``: values recomputed per relabelled batch
-    when the model changes (``0``: exact; module docstring).
+    when the model changes (``0``: exact; module docstring). ``subgoals``: score against UVD subgoals of
+    the goal rollout (module docstring).
 
     Everything cached (the episode's init/goal features, features per replay episode, values per
     replay frame) belongs to the model as it was at the last :meth:`refresh`, which :meth:`update`
@@ -204,7 +216,8 @@ class FrameReward(RewardFunction):
     MAX_CACHED_FEATURES = 1_000_000  # slots of the per-frame feature table (frozen encoder only)
 
     def __init__(self, model: Any, finetuner: Any = None, relabel: str = "window", name: str | None = None,
-                 form: str = "default", success_bonus: float = 0.0, refresh_budget: int = 0) -> None:
+                 form: str = "default", success_bonus: float = 0.0, refresh_budget: int = 0,
+                 subgoals: SubgoalConfig | None = None) -> None:
         if relabel not in RELABEL_MODES:
             raise ValueError(f"unknown relabel mode {relabel!r}; choose one of {RELABEL_MODES}")
         if form not in REWARD_FORMS:
@@ -219,6 +232,12 @@ class FrameReward(RewardFunction):
             raise ValueError("relabel=paper has no per-step success flags for success_bonus; use relabel=window")
         if refresh_budget < 0:
             raise ValueError(f"refresh_budget must be >= 0, got {refresh_budget}")
+        if subgoals is not None and relabel == "paper":
+            raise ValueError("relabel=paper scores the oldest stacked frame against the episode's goal; subgoals need "
+                             "relabel=window or stored")
+        if subgoals is not None and not getattr(model, "goal_conditioned", True):
+            raise ValueError(f"subgoals replace the goal frame, which a {getattr(model, 'method', 'this')} model does "
+                             f"not read")
         self.model = model
         self.finetuner = finetuner
         self.relabel = relabel
@@ -240,6 +259,8 @@ class FrameReward(RewardFunction):
         self._episode_features: dict[int, torch.Tensor] = {}  # replay episode -> (2, D) init/goal features
         self._values = FrameTable(self.MAX_CACHED_VALUES)  # (replay episode, step) -> (value, version), CPU
         self._frame_features = FrameTable(self.MAX_CACHED_FEATURES)  # (replay episode, step) -> (D,)
+        self.subgoals = None if subgoals is None else SubgoalPhases(subgoals, self._plan)
+        self.wants_goal_rollout = subgoals is not None
 
     @property
     def image_size(self) -> int:
@@ -277,19 +298,35 @@ class FrameReward(RewardFunction):
     # ------------------------------------------------------------------ one episode at a time
     def start_episode(self, init_frame, goal_frame) -> None:
         self._endpoints = (as_frames(init_frame), as_frames(goal_frame))
+        if self.subgoals is not None:  # goal_frame: the goal rollout, decomposed into subgoals
+            rollout = self._endpoints[1]
+            found = decompose(self.model, rollout, self.subgoals.config.uvd)
+            self.subgoals.begin(torch.cat([self._endpoints[0], rollout[list(found.subgoals)]]))
+            self._f_init, self._f_goal = self.subgoals.endpoint_features()
+            self._last_value = float(self.subgoals.plan.start_values[0]) if self.kind == "difference" else None
+            return
         f = self.model.encode(torch.cat(self._endpoints))
         self._f_init, self._f_goal = f[:1], f[1:]
         self._last_value = self._step_scores(f[:1]).reward if self.kind == "difference" else None
+
+    def _plan(self, endpoints: torch.Tensor) -> PhasePlan:
+        """The phases between uint8 endpoint frames ``(K + 1, 3, S, S)`` under the current model."""
+        return plan_phases(self.model.encode(endpoints), self.values)
 
     def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
         if self._endpoints is None:
             raise RuntimeError("call start_episode(init_frame, goal_frame) before step()")
         f_cur = self.model.encode(as_frames(frame))
         scores = self._step_scores(f_cur)
-        self._pending = (f_cur, scores.reward)
-        reward = scores.reward
+        value = scores.reward
+        if self.subgoals is not None:  # the phase's offset; then on to the next subgoal if this one is reached
+            value += self.subgoals.offset
+            if self.subgoals.scored(f_cur, scores.reward, scores.progress):
+                self._f_init, self._f_goal = self.subgoals.endpoint_features()
+        self._pending = (f_cur, value)
+        reward = value
         if self.kind == "difference":
-            previous, self._last_value = self._last_value, scores.reward
+            previous, self._last_value = self._last_value, value
             reward -= previous
         return StepReward(reward + self.success_bonus * bool(success), scores.progress, scores.sigma)
 
@@ -299,13 +336,15 @@ class FrameReward(RewardFunction):
         model's, so a batch that samples the frame before the next model change neither encodes nor
         scores it."""
         pending, self._pending = self._pending, None
+        if self.subgoals is not None:
+            self.subgoals.keep(int(episode), int(step))
         if pending is None or not self.keeps_features or self._f_init is None:
             return
         f_cur, value = pending
         ep, st = torch.tensor([int(episode)]), torch.tensor([int(step)])
         self._frame_features.put(ep, st, f_cur)
-        if int(episode) not in self._episode_features:
-            self._episode_features[int(episode)] = torch.stack([self._f_init[0], self._f_goal[0]])
+        if int(episode) not in self._episode_features and self.subgoals is None:  # (with subgoals these are
+            self._episode_features[int(episode)] = torch.stack([self._f_init[0], self._f_goal[0]])  # the phase's)
         self._put_values(ep, st, torch.tensor([float(value)]))
 
     def forget(self, before_episode: int) -> None:
@@ -318,6 +357,8 @@ class FrameReward(RewardFunction):
         self._frame_features.drop_before(self._forgotten)
         for e in [e for e in self._episode_features if e < self._forgotten]:
             del self._episode_features[e]
+        if self.subgoals is not None:
+            self.subgoals.forget(self._forgotten)
 
     @property
     def keeps_features(self) -> bool:
@@ -335,7 +376,11 @@ class FrameReward(RewardFunction):
             self._version += 1
         else:
             self._values.clear()
-        if self._endpoints is not None and (not self.keeps_features or self._f_init is None):
+        if self.subgoals is not None:  # the episode keeps its subgoals and phase; offsets follow the new model
+            self.subgoals.refresh()
+            if self.subgoals.plan is not None:
+                self._f_init, self._f_goal = self.subgoals.endpoint_features()
+        elif self._endpoints is not None and (not self.keeps_features or self._f_init is None):
             # (a frozen encoder's endpoint features stay valid: only a first encoding is needed)
             last = self._last_value
             self.start_episode(*self._endpoints)
@@ -394,7 +439,12 @@ class FrameReward(RewardFunction):
             first = torch.full((len(distinct),), len(flat)).scatter_reduce_(0, inverse, torch.arange(len(flat)), "amin")
             pick = missing[first]
             rows, cols = pick // m, pick % m
-            if self.keeps_features:
+            if self.subgoals is not None:
+                f_cur = (self._kept_features(ep_keys[pick], step_keys[pick],
+                                             lambda i: torch.as_tensor(frames[rows[i], cols[i]]).to(init.device))
+                         if self.keeps_features else self.model.encode(torch.as_tensor(frames[rows, cols]).to(init.device)))
+                scored = self._phase_values(ep_keys[pick], step_keys[pick], f_cur)
+            elif self.keeps_features:
                 scored = self._score_keeping_features(ep_keys[pick], step_keys[pick], rows, cols, init, frames, goal,
                                                       eps[rows].tolist())
             else:
@@ -404,6 +454,12 @@ class FrameReward(RewardFunction):
             self._put_values(ep_keys[pick], step_keys[pick], scored)
             out[missing] = scored[inverse]
         return out.view(b, m).to(init.device)
+
+    def _phase_values(self, episodes: torch.Tensor, steps: torch.Tensor, f_cur: torch.Tensor) -> torch.Tensor:
+        """Values ``(N,)`` of replay frames ``(episodes, steps)`` with features ``f_cur (N, D)``, each
+        against the subgoal phase it was collected in, offset included."""
+        f_start, f_goal, offsets = self.subgoals.endpoints(episodes, steps)
+        return self.values(f_start, f_cur, f_goal) + offsets.to(f_cur.device)
 
     def _stamped(self, values: torch.Tensor) -> torch.Tensor:
         """``(N, 2)`` rows of the value table: each value beside the current model version."""
@@ -425,11 +481,16 @@ class FrameReward(RewardFunction):
         ep_keys, step_keys = keys[:, 0], keys[:, 1]
         feats, have = self._frame_features.get(ep_keys, step_keys)
         episodes = ep_keys.tolist()
-        if feats is None or not bool(have.all()) or any(e not in self._episode_features for e in set(episodes)):
+        if feats is None or not bool(have.all()) or (self.subgoals is None and any(
+                e not in self._episode_features for e in set(episodes))):
             self._values.clear()  # the feature table was dropped (beyond its budget): recompute on demand
             return 0
-        pairs = self._endpoint_features(episodes, None)
-        self._put_values(ep_keys, step_keys, self.values(pairs[:, 0], feats, pairs[:, 1]).float().cpu())
+        if self.subgoals is not None:
+            values = self._phase_values(ep_keys, step_keys, feats)
+        else:
+            pairs = self._endpoint_features(episodes, None)
+            values = self.values(pairs[:, 0], feats, pairs[:, 1])
+        self._put_values(ep_keys, step_keys, values.float().cpu())
         return len(keys)
 
     def _score_keeping_features(self, ep_keys: torch.Tensor, step_keys: torch.Tensor, rows: torch.Tensor,
@@ -513,7 +574,8 @@ class FrameReward(RewardFunction):
                 "value_version": self._version, "sweep_cursor": list(self._cursor),
                 "frame_feature_keys": feature_keys,
                 "frame_features": torch.zeros(0, 0) if features is None else features,
-                "last_value": self._last_value}
+                "last_value": self._last_value,
+                **({} if self.subgoals is None else {"subgoals": self.subgoals.state_dict()})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("model") is not None:
@@ -532,13 +594,15 @@ class FrameReward(RewardFunction):
         self._values.load(state.get("value_keys"), values)
         self._frame_features.load(state.get("frame_feature_keys"), state.get("frame_features"), device)
         self._last_value = state.get("last_value")
+        if self.subgoals is not None and state.get("subgoals") is not None:
+            self.subgoals.load_state_dict(state["subgoals"], device)
 
 
 def frame_reward(model: Any, **options: Any) -> FrameReward:
     """The RL reward function of a reward model: its method's ``reward_class`` (PROGRESSOR:
     ``ProgressReward``; the baselines: :class:`FrameReward`), given those of ``options`` it takes
     (``finetuner``, ``relabel``, ``form``, ``success_bonus``, ``refresh_budget``; PROGRESSOR also
-    ``alpha`` and ``train_mode``)."""
+    ``alpha`` and ``train_mode``; ``subgoals``)."""
     cls = model.reward_class
     accepted = {name for c in cls.__mro__ if "__init__" in vars(c) for name in inspect.signature(c.__init__).parameters}
     return cls(model, **{k: v for k, v in options.items() if k in accepted})

@@ -19,6 +19,24 @@ video of ``L`` frames (:func:`decompose_features`):
 The subgoals are the chosen frames in time order, the last frame included. Phase ``k`` is the part
 of the video that leads to subgoal ``k``: frames ``(s_{k-1}, s_k]`` (phase 0 starts at frame 0).
 
+**Subgoal-conditioned rewards** (:class:`SubgoalPhases`, used by
+:class:`~video2reward.reward_fn.FrameReward` with ``subgoals=``, ``train_mw.py reward.subgoals=uvd``):
+at the start of an episode the expert's goal rollout is decomposed; phase ``k`` of the episode is
+scored by the reward model with init = the phase's start frame ``e_k`` (the episode's init frame,
+then the previous subgoal) and goal = its subgoal ``e_{k+1}``. Two rules live here:
+
+* **Advance** (:meth:`SubgoalConfig.reached`): after a step is scored, the episode moves on to the
+  next subgoal when the current one is reached: ``advance="progress"``, the model's progress toward
+  it is at least ``threshold`` (PROGRESSOR's ``mu``; for the other methods their value normalised
+  between the phase's start and its subgoal, ``(V(o) - V(e_k)) / (V(e_{k+1}) - V(e_k))``);
+  ``advance="distance"``, the embedding distance to the subgoal is at most ``(1 - threshold)`` times
+  the phase start's. The step that reaches a subgoal is rewarded in its phase; phases never go back.
+* **Offset** (:func:`phase_offsets`): the reward in phase ``k`` is ``offset_k + V_k(o)``, with
+  ``offset_0 = 0`` and ``offset_{k+1} = offset_k + max(0, V_k(e_{k+1}) - V_{k+1}(e_{k+1}))``: the
+  subgoal frame's value at the end of its phase minus its value as the start of the next. Along the
+  expert's rollout the reward therefore never drops at a phase change: each phase starts where the
+  previous one ended (PROGRESSOR: an offset of about 1 per phase, ``mu`` going 0 -> 1 in each).
+
 ``python Video2Reward/decompose.py --checkpoint C --data D --out O`` decomposes every trajectory of a
 demo folder (or one video / frame folder); ``score.py --subgoals`` adds the same outputs to a scored
 video: ``subgoals.json`` (the frame indices), ``subgoals.png`` (the start frame and each subgoal
@@ -30,14 +48,16 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from .frame_table import FrameTable
 from .io import atomic_write_json, save_figure
 
 DISTANCES = ("l2", "cosine")
+ADVANCE_RULES = ("progress", "distance")
 
 
 @dataclass(frozen=True)
@@ -151,6 +171,190 @@ def decompose_features(features: np.ndarray | torch.Tensor, config: UVDConfig = 
 def decompose(model: Any, frames: torch.Tensor, config: UVDConfig = UVDConfig(), batch_size: int = 256) -> Decomposition:
     """UVD on uint8 ``frames (L, 3, S, S)`` with ``model.encode`` (any reward model) as the embedding."""
     return decompose_features(model.encode(torch.as_tensor(frames), batch_size), config)
+
+
+# ---------------------------------------------------------------------------------------- subgoal rewards
+@dataclass(frozen=True)
+class SubgoalConfig:
+    """A subgoal-conditioned reward: how the goal rollout is decomposed and when a subgoal is reached."""
+
+    uvd: UVDConfig = UVDConfig()
+    advance: str = "progress"  # progress: the model's progress >= threshold | distance: d(o, g) <= (1 - threshold) d(start, g)
+    threshold: float = 0.9  # the fraction of a phase that counts as reaching its subgoal
+
+    def __post_init__(self) -> None:
+        if self.advance not in ADVANCE_RULES:
+            raise ValueError(f"subgoal advance must be one of {ADVANCE_RULES}, got {self.advance!r}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"subgoal threshold must be in (0, 1], got {self.threshold}")
+
+    def reached(self, progress: float, distance: float, start_distance: float) -> bool:
+        """Whether a frame reached the phase's subgoal: its ``progress`` toward it, or its embedding
+        ``distance`` to it against the phase start's ``start_distance`` (the module docstring)."""
+        if self.advance == "progress":
+            return progress >= self.threshold
+        return distance <= (1 - self.threshold) * start_distance
+
+
+def phase_offsets(start_values: torch.Tensor, end_values: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` reward offsets of ``K`` phases from each phase's value at its start frame and at its
+    subgoal: ``offset_0 = 0``, ``offset_{k+1} = offset_k + max(0, end_k - start_{k+1})``."""
+    steps = (end_values[:-1] - start_values[1:]).clamp_min(0)
+    return torch.cat([steps.new_zeros(1), steps.cumsum(0)])
+
+
+def phase_progress(value: float, start_value: float, end_value: float) -> float:
+    """A value's progress through a phase whose start frame is worth ``start_value`` and whose subgoal
+    ``end_value`` (1 at or beyond the subgoal's value when the model rates the subgoal no higher)."""
+    span = end_value - start_value
+    if span > 0:
+        return (value - start_value) / span
+    return 1.0 if value >= end_value else 0.0
+
+
+class PhasePlan(NamedTuple):
+    """An episode's phases under one model version; phase ``k`` runs from endpoint ``k`` to ``k + 1``."""
+
+    features: torch.Tensor  # (K + 1, D): the episode's init frame, then the K subgoal frames (the goal last)
+    start_values: torch.Tensor  # (K,) V_k(e_k): each phase's start frame in that phase
+    end_values: torch.Tensor  # (K,) V_k(e_{k+1}): each subgoal in its phase
+    offsets: torch.Tensor  # (K,) phase_offsets(start_values, end_values)
+
+    @property
+    def num_phases(self) -> int:
+        return len(self.offsets)
+
+
+Values = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (f_init, f_cur, f_goal) -> (N,)
+
+
+def plan_phases(features: torch.Tensor, values: Values) -> PhasePlan:
+    """The :class:`PhasePlan` of endpoint features ``(K + 1, D)`` under a reward's ``values``."""
+    f_start, f_end = features[:-1], features[1:]
+    start, end = values(f_start, f_start, f_end).float(), values(f_start, f_end, f_end).float()
+    return PhasePlan(features, start, end, phase_offsets(start, end))
+
+
+class SubgoalPhases:
+    """The subgoal state of a reward: the current episode's phase, and for every replay episode its
+    endpoint frames and the phase each kept frame was scored in (so relabelling scores a frame against
+    the subgoal it was collected under, with the current model). ``plan(frames) -> PhasePlan`` encodes
+    an episode's endpoint frames ``(K + 1, 3, S, S)`` and scores them with the current model.
+
+    Plans belong to the model as it was at the last :meth:`refresh`; the endpoint frames and phases
+    are kept until :meth:`forget` (about ``K + 1`` frames per replay episode)."""
+
+    MAX_PHASE_SLOTS = 2**62  # the phase table is never dropped: phases cannot be recomputed
+
+    def __init__(self, config: SubgoalConfig, plan: Callable[[torch.Tensor], PhasePlan]) -> None:
+        self.config = config
+        self._plan_of = plan
+        self._frames: dict[int, torch.Tensor] = {}  # replay episode -> (K + 1, 3, S, S) uint8 endpoint frames
+        self._plans: dict[int, PhasePlan] = {}  # replay episode -> its plan under the current model
+        self._phases = FrameTable(self.MAX_PHASE_SLOTS)  # (replay episode, step) -> phase, int16
+        self.frames: torch.Tensor | None = None  # the current episode's endpoint frames
+        self.plan: PhasePlan | None = None
+        self.phase = 0
+        self._scored_phase: int | None = None  # the phase the last scored frame was in
+
+    # ------------------------------------------------------------------ the current episode
+    def begin(self, endpoints: torch.Tensor) -> None:
+        """A new episode whose phases run between ``endpoints`` (init frame, then the subgoal frames)."""
+        self.frames = endpoints.cpu()
+        self.plan = self._plan_of(endpoints)
+        self.phase, self._scored_phase = 0, None
+
+    def endpoint_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1, D)`` features of the current phase's start frame and subgoal."""
+        return self.plan.features[self.phase:self.phase + 1], self.plan.features[self.phase + 1:self.phase + 2]
+
+    @property
+    def offset(self) -> float:
+        return float(self.plan.offsets[self.phase])
+
+    def scored(self, f_cur: torch.Tensor, value: float, progress: float | None) -> bool:
+        """A frame ``(1, D)`` was scored in the current phase with ``value`` (before the offset) and the
+        model's ``progress`` (``None``: the value normalised through the phase); move on to the next
+        phase if it reached the subgoal. Returns whether the phase changed."""
+        k, plan = self.phase, self.plan
+        self._scored_phase = k
+        if k + 1 >= plan.num_phases:
+            return False
+        if progress is None:
+            progress = phase_progress(value, float(plan.start_values[k]), float(plan.end_values[k]))
+        distance = self.config.uvd.distance
+        goal = plan.features[k + 1]
+        reached = self.config.reached(float(progress), float(embedding_distance(f_cur, goal, distance)[0]),
+                                      float(embedding_distance(plan.features[k:k + 1], goal, distance)[0]))
+        if reached:
+            self.phase += 1
+        return reached
+
+    # ------------------------------------------------------------------ replay episodes
+    def keep(self, episode: int, step: int) -> None:
+        """The frame last scored is replay frame ``(episode, step)`` of the current episode."""
+        if self._scored_phase is None:
+            return
+        if episode not in self._frames:
+            self._frames[episode], self._plans[episode] = self.frames, self.plan
+        self._phases.put(torch.tensor([episode]), torch.tensor([step]), torch.tensor([self._scored_phase],
+                                                                                    dtype=torch.int16))
+        self._scored_phase = None
+
+    def endpoints(self, episodes: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For replay frames ``(episodes, steps)`` (int64 CPU ``(N,)``): the start and subgoal features
+        ``(N, D)`` of the phase each was scored in, and its offset ``(N,)`` (frames never kept, such as an
+        episode's reset frame, are in phase 0)."""
+        phases, _ = self._phases.get(episodes, steps)
+        phases = torch.zeros(len(episodes), dtype=torch.int64) if phases is None else phases.long()
+        distinct, inverse = torch.unique(episodes, return_inverse=True)
+        plans = [self._plan(int(e)) for e in distinct]
+        first = torch.tensor([0, *[p.num_phases + 1 for p in plans]]).cumsum(0)[:-1]  # row of each plan's endpoint 0
+        features = torch.cat([p.features for p in plans])
+        offsets = torch.cat([torch.cat([p.offsets, p.offsets.new_zeros(1)]) for p in plans])
+        row = (first[inverse] + phases).to(features.device)
+        return features[row], features[row + 1], offsets[row]
+
+    def _plan(self, episode: int) -> PhasePlan:
+        if episode not in self._plans:
+            if episode not in self._frames:
+                raise RuntimeError(f"replay episode {episode} has no subgoals kept (was it collected with "
+                                   f"reward.subgoals=uvd?)")
+            self._plans[episode] = self._plan_of(self._frames[episode])
+        return self._plans[episode]
+
+    def refresh(self) -> None:
+        """The model changed: plans are dropped (rebuilt when next needed), the current episode's at once."""
+        self._plans.clear()
+        if self.frames is not None:
+            self.plan = self._plan_of(self.frames)
+
+    def forget(self, before_episode: int) -> None:
+        for e in [e for e in self._frames if e < before_episode]:
+            del self._frames[e]
+            self._plans.pop(e, None)
+        self._phases.drop_before(before_episode)
+
+    # ------------------------------------------------------------------ resume (between episodes)
+    def state_dict(self) -> dict[str, Any]:
+        episodes = sorted(self._frames)
+        planned = sorted(self._plans)
+        phase_keys, phases = self._phases.items()
+        return {"episodes": torch.tensor(episodes, dtype=torch.int64),
+                "counts": torch.tensor([len(self._frames[e]) for e in episodes], dtype=torch.int64),
+                "frames": torch.cat([self._frames[e] for e in episodes]) if episodes else torch.zeros(0, dtype=torch.uint8),
+                "planned": torch.tensor(planned, dtype=torch.int64),
+                "plans": [tuple(t.cpu() for t in self._plans[e]) for e in planned],
+                "phase_keys": phase_keys, "phases": phases}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None) -> None:
+        counts = state["counts"].tolist()
+        chunks = state["frames"].split(counts) if counts else []
+        self._frames = {int(e): f for e, f in zip(state["episodes"].tolist(), chunks)}
+        self._plans = {int(e): PhasePlan(*(t.to(device) for t in plan))
+                       for e, plan in zip(state["planned"].tolist(), state["plans"])}
+        self._phases.load(state["phase_keys"], state["phases"])
+        self.frames, self.plan, self.phase, self._scored_phase = None, None, 0, None
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -288,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Curve", "DISTANCES", "Decomposition", "UVDConfig", "decompose", "decompose_features",
-           "embedding_distance", "local_maxima", "plot_distances", "plot_subgoal_strip", "rbf_smooth",
+__all__ = ["ADVANCE_RULES", "Curve", "DISTANCES", "Decomposition", "PhasePlan", "SubgoalConfig", "SubgoalPhases",
+           "UVDConfig", "decompose", "decompose_features", "embedding_distance", "local_maxima", "phase_offsets",
+           "phase_progress", "plan_phases", "plot_distances", "plot_subgoal_strip", "rbf_smooth",
            "write_decomposition"]

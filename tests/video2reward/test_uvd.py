@@ -170,3 +170,134 @@ def test_score_subgoals(tmp_path, checkpoint):
     assert json.loads((tmp_path / "s" / "subgoals.json").read_text())["subgoals"][-1] == 36
     assert (tmp_path / "s" / "subgoals.png").is_file() and (tmp_path / "s" / "distance.png").is_file()
     assert (tmp_path / "s" / "progress.csv").is_file()
+
+
+# ---------------------------------------------------------------------------------------- subgoal rewards
+class LineModel:
+    """A goal-conditioned reward on a line: a frame's feature is its position ``x`` (pixel (0, 0) of
+    channel 0, ``x * 250``); the value is the fraction of the way from init to goal, ``1 - |x - g| / |i - g|``."""
+
+    image_size = 4
+    reward_kind = "value"
+    method = "line"
+    device = torch.device("cpu")
+
+    def encode(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        x = torch.as_tensor(frames)[:, 0, 0, 0].float() / 250
+        return torch.stack([x, torch.zeros_like(x)], 1)
+
+    def reward_from_features(self, f_init, f_cur, f_goal) -> torch.Tensor:
+        f_init, f_cur, f_goal = torch.broadcast_tensors(f_init, f_cur, f_goal)
+        return 1 - (f_cur - f_goal).norm(dim=-1) / (f_init - f_goal).norm(dim=-1).clamp_min(1e-9)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def line_frames(x) -> torch.Tensor:
+    frames = torch.zeros(len(x), 3, 4, 4, dtype=torch.uint8)
+    frames[:, 0, 0, 0] = torch.as_tensor(np.round(np.asarray(x) * 250), dtype=torch.uint8)
+    return frames
+
+
+def subgoal_reward(**config):
+    from video2reward.reward_fn import FrameReward
+    from video2reward.uvd import SubgoalConfig
+
+    return FrameReward(LineModel(), subgoals=SubgoalConfig(UVDConfig(min_gap=3), **config))
+
+
+def test_phase_offsets():
+    from video2reward.uvd import phase_offsets
+
+    # each phase starts where the previous one ended: offset_{k+1} = offset_k + max(0, end_k - start_{k+1})
+    offsets = phase_offsets(torch.tensor([0.0, 0.5, -1.0]), torch.tensor([1.0, 0.2, 0.0]))
+    torch.testing.assert_close(offsets, torch.tensor([0.0, 0.5, 1.7]))
+    assert phase_offsets(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 3.0])).tolist() == [0.0, 0.0]  # never down
+    assert phase_offsets(torch.tensor([0.3]), torch.tensor([1.0])).tolist() == [0.0]
+
+
+def start_line_episode(reward) -> None:
+    rollout, _ = zigzag([0.8, 0.2, 0.8, 0.2], 10)  # subgoals at frames 10, 20, 30: x = 0.2, 0.8, 0.2
+    reward.start_episode(line_frames([0.8])[0], line_frames(rollout))
+
+
+def test_subgoal_reward_advances_and_offsets():
+    reward = subgoal_reward()
+    assert reward.wants_goal_rollout
+    start_line_episode(reward)
+    plan = reward.subgoals.plan
+    assert reward.subgoals.frames[:, 0, 0, 0].tolist() == [200, 50, 200, 50]  # init, then the three subgoals
+    torch.testing.assert_close(plan.start_values, torch.zeros(3))  # each phase starts at value 0 ...
+    torch.testing.assert_close(plan.end_values, torch.ones(3))  # ... and ends at 1: offsets 0, 1, 2
+    torch.testing.assert_close(plan.offsets, torch.tensor([0.0, 1.0, 2.0]))
+    rewards, phases = [], []
+    for x in (0.5, 0.22, 0.5, 0.8, 0.2, 0.8):
+        rewards.append(reward.step(line_frames([x])[0]).reward)
+        phases.append(reward.subgoals.phase)
+    # 0.5: halfway to 0.2 (phase 0); 0.22: 97 % of the way, reached (threshold 0.9), rewarded in phase 0;
+    # 0.5: halfway from 0.2 to 0.8 (phase 1, offset 1); 0.8: reached; 0.2: the last subgoal (offset 2);
+    # 0.8: back at the last phase's start: the last phase never advances
+    np.testing.assert_allclose(rewards, [0.5, 1 - 0.02 / 0.6, 1.5, 2.0, 3.0, 2.0], atol=1e-3)
+    assert phases == [0, 1, 1, 2, 2, 2]
+
+
+def test_subgoal_reward_distance_rule():
+    reward = subgoal_reward(advance="distance", threshold=0.9)  # within 10 % of the phase start's distance
+    start_line_episode(reward)
+    reward.step(line_frames([0.27])[0])  # 0.07 from 0.2, the start 0.6 away: 0.07 > 0.06
+    assert reward.subgoals.phase == 0
+    reward.step(line_frames([0.25])[0])  # 0.05 <= 0.06
+    assert reward.subgoals.phase == 1
+
+
+def test_subgoal_reward_relabels_each_frame_in_its_phase_and_resumes():
+    from types import SimpleNamespace
+
+    reward = subgoal_reward()
+    start_line_episode(reward)
+    xs = [0.5, 0.22, 0.5, 0.8, 0.2, 0.8]
+    rewards = []
+    for t, x in enumerate(xs):
+        rewards.append(reward.step(line_frames([x])[0]).reward)
+        reward.keep(7, t + 1)  # replay episode 7, step t + 1
+    frames = line_frames(xs)
+    batch = SimpleNamespace(init_frame=line_frames([0.8]).expand(2, -1, -1, -1),
+                            goal_frame=line_frames([0.2]).expand(2, -1, -1, -1),
+                            window_frames=torch.stack([frames[:3], frames[3:]]), episode=torch.tensor([7, 7]),
+                            step=torch.tensor([0, 3]))
+    expected = torch.tensor(rewards).view(2, 3)
+    torch.testing.assert_close(reward.score_batch(batch), expected)
+    reward.refresh()  # a model change: plans rebuilt from the kept subgoal frames, the phases kept
+    torch.testing.assert_close(reward.score_batch(batch), expected)
+    resumed = subgoal_reward()
+    resumed.load_state_dict(torch.load(_saved(reward.state_dict()), weights_only=True))
+    torch.testing.assert_close(resumed.score_batch(batch), expected)
+    reward.forget(8)
+    with pytest.raises(RuntimeError, match="no subgoals kept"):
+        reward.score_batch(batch)
+
+
+def _saved(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_subgoals_need_a_goal_conditioned_reward():
+    from video2reward.methods import build_model
+    from video2reward.reward_fn import FrameReward
+    from video2reward.uvd import SubgoalConfig
+
+    with pytest.raises(ValueError, match="does not read"):
+        FrameReward(build_model("gail", {"backbone": "convnet", "image_size": SIZE}), subgoals=SubgoalConfig())
+    with pytest.raises(ValueError, match="relabel=paper"):
+        FrameReward(LineModel(), relabel="paper", subgoals=SubgoalConfig())
+    with pytest.raises(ValueError, match="threshold"):
+        SubgoalConfig(threshold=0.0)

@@ -7,7 +7,7 @@ here, so both envs follow exactly the same step semantics.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +26,14 @@ def canonical_task(task: str, valid: Sequence[str]) -> str:
 
 
 OBS_TYPES = ("pixels", "state")
+
+
+class _ExpertGoal(NamedTuple):
+    """The episode's expert goal rollout, as far as it was asked for."""
+
+    frames: np.ndarray  # (L, 3, S, S) uint8: the goal frame only (L = 1), or every frame when recorded
+    success: bool
+    recorded: bool
 
 
 class PixelEnv(gym.Env):
@@ -74,7 +82,7 @@ class PixelEnv(gym.Env):
         self._frame: np.ndarray | None = None  # (S, S, 3) newest frame
         self._t: int | None = None  # agent steps taken in this episode; None before reset
         self._placement: np.ndarray | None = None
-        self._goal: tuple[np.ndarray, bool] | None = None
+        self._goal: _ExpertGoal | None = None
         self._actions: list[np.ndarray] = []  # this episode's actions, replayed by the goal rollout
         self._twin: PixelEnv | None = None
         self._render_frames = True
@@ -190,28 +198,44 @@ class PixelEnv(gym.Env):
         the first step it starts where the released code's goal rollout did. Computed on the first
         call of an episode and cached.
         """
+        frames, success = self._expert_goal(record=False)
+        return frames[-1].copy(), success
+
+    def goal_rollout(self) -> tuple[np.ndarray, bool]:
+        """``(frames (L, 3, S, S) uint8, expert_success)``: every frame of :meth:`goal_frame`'s expert
+        rollout, from the state it starts in (``L = episode_length + 1`` after ``reset``) to the goal
+        frame, for rewards that decompose it into subgoals (UVD). Renders a frame per agent step
+        once per episode; cached like the goal frame, which is its last frame."""
+        frames, success = self._expert_goal(record=True)
+        return frames.copy(), success
+
+    def _expert_goal(self, record: bool) -> tuple[np.ndarray, bool]:
         if self._t is None:
             raise RuntimeError("call reset() before goal_frame()")
-        if self._goal is None:
+        if self._goal is None or (record and not self._goal.recorded):
             if self._twin is None:
                 self._twin = self._make_twin()
-            self._goal = self._twin.rollout_expert(self._placement, self._actions)
-        frame, success = self._goal
-        return frame.copy(), success
+            self._goal = _ExpertGoal(*self._twin.rollout_expert(self._placement, self._actions, record), record)
+        return self._goal.frames, self._goal.success
 
-    def rollout_expert(self, placement: np.ndarray, prefix: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, bool]:
+    def rollout_expert(self, placement: np.ndarray, prefix: Sequence[np.ndarray] = (),
+                       record: bool = False) -> tuple[np.ndarray, bool]:
         """Reset to ``placement``, take the ``prefix`` actions, then let the expert finish the episode;
-        return (last frame CHW, success of any step)."""
+        return (frames ``(L, 3, S, S)``, success of any step): the last frame only (``L = 1``), or with
+        ``record`` every frame from the one the expert starts at."""
         self._reset_to(placement)
         self._placement, self._goal, self._t = placement, None, 0
         success = False
         for action in prefix:
             success |= self._repeat(action)[1]
             self._t += 1
+        frames = [self._observe()] if record else []
         while self._t < self.episode_length:
             success |= self._repeat(self.expert_action())[1]
             self._t += 1
-        return self._observe(), success
+            if record:
+                frames.append(self._observe())
+        return np.stack(frames if record else [self._observe()]), success
 
     # ---- internals ----------------------------------------------------------------------------
     def _repeat(self, action: np.ndarray) -> tuple[float, bool]:

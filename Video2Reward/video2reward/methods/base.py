@@ -170,6 +170,7 @@ class RewardModel(FrameEncoder):
     finetuner_class: ClassVar[type | None] = None  # its online fine-tuning during RL (an OnlineFinetuner)
     reward_class: ClassVar[type] = FrameReward  # its RL reward function (video2reward.reward_fn)
     predicts_progress: ClassVar[bool] = False  # predict_from_features gives N(mu, sigma) over progress
+    goal_conditioned: ClassVar[bool] = True  # its value reads the goal frame (so subgoals can replace it: UVD)
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

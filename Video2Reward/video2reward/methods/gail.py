@@ -29,6 +29,7 @@ class GAILModel(RewardModel):
     method = "gail"
     finetuner_class = DiscriminatorFinetuner  # its discriminator learns online, expert vs agent frames
     pretrainable = False  # the discriminator has nothing to learn from before RL
+    goal_conditioned = False  # -log(1 - D(o)): neither init nor goal is read
     config_class = GAILConfig
 
     def __init__(self, config: GAILConfig | None = None, amp: bool = False, channels_last: bool = True, **fields) -> None:

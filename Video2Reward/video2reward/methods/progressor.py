@@ -159,6 +159,9 @@ class ProgressReward(FrameReward):
         super().__init__(model, finetuner, relabel, name="ours", **options)
         if train_mode and self.kind == "difference":
             raise ValueError("train_mode (the released scoring) gives absolute rewards; form=delta needs train_mode=False")
+        if train_mode and self.subgoals is not None:
+            raise ValueError("train_mode (the released scoring) encodes the episode's init and goal frames at every "
+                             "step; subgoals need train_mode=False")
         self.alpha = model.alpha if alpha is None else float(alpha)
         self.train_mode = bool(train_mode)
 

@@ -49,6 +49,7 @@ class Rank2RewardModel(RewardModel):
     backbone; :meth:`encode` gives both features side by side ``(N, 256)``."""
 
     method = "rank2reward"
+    goal_conditioned = False  # the paper's ranking is per task and goal-free
     default_batch_size = 128  # tuples per step: about the 256 frames of the CPU preset's PROGRESSOR batch
     finetuner_class = DiscriminatorFinetuner  # its discriminator learns online, expert vs agent frames
     config_class = Rank2RewardConfig
