@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="reward checkpoints (any format load_reward_model reads) and/or RL run directories")
     p.add_argument("--eval_data", required=True, help="folder of rollout sets; missing ones are generated")
     p.add_argument("--out", required=True, help="output folder: metrics.json, report.md, plots")
-    p.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS), help="tasks with all four rollout groups")
+    p.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS), help="tasks with every rollout group (parked, random, noise-1.0, noise-0.3, expert)")
     p.add_argument("--unseen_tasks", nargs="*", default=list(ML45_TEST_TASKS),
                    help="tasks scored on expert rollouts only (unseen_voc); give the flag alone for none")
     p.add_argument("--num_per_set", type=int, default=20, help="rollouts per task and group")

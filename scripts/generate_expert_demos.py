@@ -19,6 +19,7 @@ from typing import NamedTuple
 from drm.demos import POLICIES, DemoSettings, generate_demos
 from drm.envs import ML45_TEST_TASKS, ML45_TRAIN_TASKS, MW_TASKS, PAPER_TASKS, RENDER_QUALITIES, TASKS, canonical_task
 from video2reward.errors import one_line_errors
+from video2reward.flags import check_at_least
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,10 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fast: no shadows / MSAA (several times faster on CPU); RL must use the same "
                         "(default: the task's)")
     args = p.parse_args(argv)
-    for name, low in (("num_train", 1), ("num_test", 0), ("max_attempts", 1), ("workers", 1), ("image_size", 8),
-                      ("episode_length", 1), ("action_repeat", 1)):
-        if getattr(args, name) is not None and getattr(args, name) < low:
-            p.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    check_at_least(p, args, dict(num_train=1, num_test=0, max_attempts=1, workers=1, image_size=8, episode_length=1,
+                                 action_repeat=1))
     groups = {"all": MW_TASKS, "ml45-train": ML45_TRAIN_TASKS, "ml45-test": ML45_TEST_TASKS}
     args.tasks = [t for name in args.tasks for t in groups.get(name, (name,))]
     try:

@@ -19,6 +19,7 @@ from drm.demos import DemoSettings
 from drm.envs import PAPER_TASKS, RENDER_QUALITIES, TASKS, canonical_task
 from drm.lab.eval_data import generate_eval_sets
 from video2reward.errors import one_line_errors
+from video2reward.flags import check_at_least
 from video2reward.negatives import STORED_KINDS
 
 
@@ -36,13 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--action_repeat", type=int, default=2, help="env steps per agent step")
     p.add_argument("--render_quality", choices=RENDER_QUALITIES, default="fast", help="as the demos'")
     args = p.parse_args(argv)
-    for name, low in (("num", 1), ("workers", 1), ("image_size", 8), ("episode_length", 1), ("action_repeat", 1)):
-        if getattr(args, name) < low:
-            p.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    check_at_least(p, args, dict(num=1, workers=1, image_size=8, episode_length=1, action_repeat=1))
     try:
-        args.tasks = [canonical_task(t, TASKS) for t in args.tasks]
+        args.tasks = list(dict.fromkeys(canonical_task(t, TASKS) for t in args.tasks))
     except ValueError as e:
-        p.error(str(e))
+        p.error(f"--tasks: {e}")
     return args
 
 

@@ -65,4 +65,12 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
         parser.add_argument(*names, dest=f.name, help=text, **kwargs)
 
 
-__all__ = ["add_flags", "setting"]
+def check_at_least(parser: argparse.ArgumentParser, args: argparse.Namespace, lows: dict[str, int]) -> None:
+    """``parser.error`` (one line, exit status 2) for the first flag of ``lows`` set below its minimum."""
+    for name, low in lows.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"--{name} must be >= {low}, got {value}")
+
+
+__all__ = ["add_flags", "check_at_least", "setting"]

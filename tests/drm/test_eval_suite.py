@@ -201,3 +201,19 @@ def test_cli_unseen_metaworld_task(tmp_path):
     m = json.loads((out / "metrics.json").read_text())["models"]["a"]
     assert set(m["unseen_voc"]) == {"reach"} and m["confusion"]["tasks"] == ["toy-reach", "reach"]
     assert not (tmp_path / "eval" / "random" / "reach").exists()  # unseen tasks: expert rollouts only
+
+
+def test_generate_negatives_script(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import generate_negatives
+    finally:
+        sys.path.pop(0)
+    argv = ["--out", str(tmp_path), "--tasks", "toy-reach", "--num", "1", "--kinds", "parked", "random",
+            "--image_size", "16", "--episode_length", "4", "--workers", "1"]
+    assert generate_negatives.main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parked", "random"]
+    assert (tmp_path / "parked" / "toy-reach" / "train" / "0" / "4.png").is_file()
+    with pytest.raises(SystemExit):
+        generate_negatives.main([*argv[:2], "--num", "0"])
+    assert "--num must be >= 1" in capsys.readouterr().err

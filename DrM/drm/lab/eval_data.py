@@ -102,7 +102,7 @@ def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tas
     draws the placements from the demos' train seeds (pretraining negatives). Finished rollouts are
     kept; a set made with other settings raises a one-line :class:`EvalDataError`.
     """
-    from tqdm.auto import tqdm
+    from video2reward.progress import progress as progress_bar
 
     root = Path(root)
     unknown = sorted(set(groups) - set(GROUPS))
@@ -122,7 +122,7 @@ def generate_eval_sets(root: str | os.PathLike, tasks: Sequence[str], unseen_tas
         write_metadata(root / group, task, meta)
         metas[(str(root / group), task)] = meta
         jobs += [_Job(str(root / group), task, i, s, split) for _, i in missing]
-    bar = tqdm(total=len(jobs), desc="eval rollouts", unit="traj", disable=not progress or not jobs)
+    bar = progress_bar(total=len(jobs), desc=f"{split} rollouts", unit="traj", disable=not progress or not jobs)
     with job_results(jobs, workers, _run_job) as results:
         for record in results:
             task, out, index = record.pop("task"), record.pop("root"), record.pop("index")

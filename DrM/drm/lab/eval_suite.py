@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from video2reward.progress import progress as tqdm
 
 from video2reward import load_reward_model
 from video2reward.methods import PROGRESSOR, build_model, method_class

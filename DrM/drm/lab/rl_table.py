@@ -43,6 +43,8 @@ import rliable.library as rly
 import rliable.metrics as rly_metrics
 from tqdm.auto import tqdm
 
+from video2reward.progress import progress as progress_bar
+
 from drm import DRM_ROOT
 from video2reward.io import atomic_write_json, atomic_write_text, save_figure
 
@@ -282,7 +284,7 @@ def run_sweep(root: str | os.PathLike, sweep: Sweep, parallel: int = 1, threads_
             say(f"done     {cell.name} (eval at {int(run.final['frame'])} frames)")
         else:
             todo.append(cell)
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="run", disable=not progress)
+    bar = progress_bar(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="run", disable=not progress)
     running: list[_Job] = []
     failed: list[Cell] = []
     try:
