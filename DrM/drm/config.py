@@ -110,7 +110,7 @@ def check_config(cfg: DictConfig) -> None:
                 for key, f, kind in (*_settings(Config), *_settings(agent, "agent."))
                 if (value := _get(c, key)) is not _MISSING and not _fits(value, kind, f.metadata)]
     if c.get("reward_model") in ENV_REWARDS:
-        for key, default in (("reward.form", "default"), ("reward.success_bonus", 0)):
+        for key, default in (("reward.form", "default"), ("reward.success_bonus", 0), ("reward.subgoals", "none")):
             if _get(c, key) not in (_MISSING, default):
                 problems.append(f"{key}={_get(c, key)!r} applies to learned rewards only (reward_model="
                                 f"{c['reward_model']} is the env's own)")

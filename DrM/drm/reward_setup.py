@@ -31,6 +31,7 @@ from video2reward.methods import METHODS, PRETRAINABLE, OnlineFinetuner, RewardM
 from video2reward.methods.pushback import saved_optimizer_state
 from video2reward.precision import Precision
 from video2reward.reward_fn import EnvReward, RewardFunction, SparseReward, frame_reward
+from video2reward.uvd import SubgoalConfig, UVDConfig
 
 from .rewards import reward_method
 
@@ -222,9 +223,22 @@ def build_reward(cfg: DictConfig, device: torch.device, precision: Precision,
         if cfg.finetune.resume_optimizer:
             _resume_finetune_optimizer(str(cfg.reward.checkpoint), finetuner)
     r = cfg.reward
-    return frame_reward(model, finetuner=finetuner, alpha=r.alpha, relabel=r.relabel, train_mode=r.train_mode,
-                        name=method, form=r.get("form", "default"), success_bonus=float(r.get("success_bonus", 0.0)),
-                        refresh_budget=int(r.get("refresh_budget", 0)))
+    try:
+        return frame_reward(model, finetuner=finetuner, alpha=r.alpha, relabel=r.relabel, train_mode=r.train_mode,
+                            name=method, form=r.get("form", "default"),
+                            success_bonus=float(r.get("success_bonus", 0.0)),
+                            refresh_budget=int(r.get("refresh_budget", 0)), subgoals=subgoal_config(r))
+    except ValueError as exc:  # settings the reward refuses together (reward.subgoals with relabel=paper, ...)
+        raise RewardSetupError(f"reward_model={cfg.reward_model}: {exc}") from None
+
+
+def subgoal_config(r: DictConfig) -> SubgoalConfig | None:
+    """``reward.subgoals=uvd``'s settings (``reward.uvd``), or ``None``."""
+    if r.get("subgoals", "none") == "none":
+        return None
+    u = r.uvd
+    return SubgoalConfig(UVDConfig(gamma=float(u.gamma), min_gap=int(u.min_gap), distance=str(u.distance)),
+                         advance=str(u.advance), threshold=float(u.threshold))
 
 
 def _resume_finetune_optimizer(source: str, finetuner: OnlineFinetuner) -> None:

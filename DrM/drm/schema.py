@@ -21,6 +21,7 @@ from video2reward.model import BACKBONES
 from video2reward.precision import PRECISIONS
 from video2reward.methods.pushback import CROPS
 from video2reward.methods.pushback import PARAMS as FINETUNE_PARAMS
+from video2reward.uvd import ADVANCE_RULES, DISTANCES
 
 from .envs import OBS_TYPES, RENDER_QUALITIES, TASKS
 from .rewards import RELABEL_MODES, REWARD_FORMS, REWARD_MODELS
@@ -32,11 +33,28 @@ AGENT_FRAMES = ("replay", "update_batch")
 FIRST_FRAMES = ("reset", "after_first_action")  # the episode's init frame (drm.workspace.Workspace._begin)
 
 
+SUBGOALS = ("none", "uvd")  # reward.subgoals: the episode's goal frame, or UVD subgoals of the expert's goal rollout
+
+
 def setting(default: Any, **checks: Any) -> Any:
     """A field with ``default`` and the ``checks`` of the module docstring as its metadata."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=checks)
     return field(default=default, metadata=checks)
+
+
+@dataclass
+class UVDSettings:
+    """reward.subgoals=uvd: the expert's goal rollout decomposed into subgoals (docs/baselines.md, section UVD)."""
+
+    gamma: float = setting(0.08, above=0)  # RBF kernel width over frame indices, exp(-gamma dt^2)
+    # frames a subgoal must lie before the next one and after the start (UVD: 18 of its videos' frames)
+    min_gap: int = setting(18, at_least=0)
+    distance: str = setting("l2", choices=DISTANCES)  # embedding distance to the goal: l2 | cosine
+    # when a subgoal counts as reached: progress (the model's progress toward it >= threshold) | distance (the
+    # embedding distance to it <= (1 - threshold) x the phase start's)
+    advance: str = setting("progress", choices=ADVANCE_RULES)
+    threshold: float = setting(0.9, above=0, at_most=1)
 
 
 @dataclass
@@ -64,6 +82,10 @@ class RewardConfig:
     # 0: window relabelling exact (values dropped at every model change); B > 0 (needs finetune.params=head):
     # values kept stale, B recomputed per batch, round-robin
     refresh_budget: int = setting(0, at_least=0)
+    # none: every step scored against the episode's goal frame | uvd: against the current UVD subgoal of the
+    # expert's goal rollout, phases offset so that the reward climbs from one to the next (reward.uvd)
+    subgoals: str = setting("none", choices=SUBGOALS)
+    uvd: UVDSettings = field(default_factory=UVDSettings)
 
 
 @dataclass

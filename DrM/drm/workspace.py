@@ -185,6 +185,10 @@ class Workspace:
         if self.states and not self.reads_frames:
             self.reward.start_episode(init, init)
             return EpisodeStart(init, None, math.nan)
+        if self.reward.wants_goal_rollout:  # subgoals of the expert's whole rollout (reward.subgoals=uvd)
+            rollout, expert_success = env.goal_rollout()
+            self.reward.start_episode(init, rollout)
+            return EpisodeStart(init, rollout[-1], float(expert_success))
         goal, expert_success = env.goal_frame()
         self.reward.start_episode(init, goal)
         return EpisodeStart(init, goal, float(expert_success))

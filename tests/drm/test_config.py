@@ -78,6 +78,16 @@ def test_reward_form_options_are_checked():
     check_config(compose_cfg("reward.refresh_budget=64", "finetune.params=head"))
 
 
+def test_subgoal_options_are_checked():
+    check_config(compose_cfg("reward.subgoals=uvd", "reward.uvd.min_gap=5", "reward.uvd.advance=distance"))
+    with pytest.raises(ValueError, match="reward.subgoals='vip'"):
+        check_config(compose_cfg("reward.subgoals=vip"))
+    with pytest.raises(ValueError, match=r"reward.uvd.distance='l1' .*reward.uvd.threshold=1.5"):
+        check_config(compose_cfg("reward.uvd.threshold=1.5", "reward.uvd.distance=l1"))
+    with pytest.raises(ValueError, match="learned rewards only"):
+        check_config(compose_cfg("reward_model=env", "reward.subgoals=uvd"))
+
+
 def _flat(node, prefix=""):
     if isinstance(node, dict):
         return {k for key, v in node.items() for k in _flat(v, f"{prefix}{key}.")}

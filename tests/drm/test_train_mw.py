@@ -172,3 +172,30 @@ def test_state_policy_plate_slide_with_the_new_options_resumes_exactly(tmp_path,
         snap = torch.load(straight / "snapshot.pt", weights_only=True)
         refreshed = snap["reward"]["value_version"]  # model versions the stale-value table went through
         assert refreshed > 0 if "reward.refresh_budget=4" in options else refreshed == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reward_model", ["ours", "tcn"])
+def test_toy_uvd_subgoals_train_and_resume_exactly(tmp_path, reward_model):
+    """reward.subgoals=uvd: every episode's expert goal rollout decomposed into subgoals, phases advanced
+    (a low threshold so that a random agent gets there), snapshots with the subgoal state, and a run
+    stopped at 240 frames and continued equal to a straight one."""
+    common = [*toy_overrides(tmp_path, 240), f"reward_model={reward_model}", "reward.subgoals=uvd",
+              "reward.uvd.min_gap=2", "reward.uvd.threshold=0.2"]
+    train(tmp_path, "resumed", *common)
+    resumed, out = train(tmp_path, "resumed", *common, "num_train_frames=480")
+    assert "resumed from" in out
+    straight, _ = train(tmp_path, "straight", *common, "num_train_frames=480")
+    a, b = (torch.load(d / "snapshot.pt", weights_only=True) for d in (resumed, straight))
+    subgoals = b["reward"]["subgoals"]
+    assert len(subgoals["episodes"]) == 480 // 30 and (subgoals["counts"] >= 2).all()  # init + >= 1 subgoal each
+    assert subgoals["phases"].max() > 0, "no episode reached its first subgoal"
+    for key in ("episodes", "counts", "frames", "phase_keys", "phases"):
+        assert torch.equal(a["reward"]["subgoals"][key], subgoals[key]), key
+    for net in ("actor", "critic"):
+        for k, v in a["agent"][net].items():
+            assert torch.equal(v, b["agent"][net][k]), f"{net}.{k} differs after resume"
+    ev_a, ev_b = rows(resumed / "eval.csv"), rows(straight / "eval.csv")
+    assert [r["episode_reward"] for r in ev_a] == [r["episode_reward"] for r in ev_b]
+    assert [r["batch_reward"] for r in rows(resumed / "train.csv") if r.get("batch_reward")] == \
+        [r["batch_reward"] for r in rows(straight / "train.csv") if r.get("batch_reward")]
