@@ -96,6 +96,18 @@ def test_goal_frame_is_the_expert_rollouts_last_frame():
     np.testing.assert_allclose(env.position, env.goal_position, atol=1e-9)
 
 
+def test_goal_rollout_is_every_frame_of_the_expert_rollout():
+    env = make_env("toy-reach", seed=0, episode_length=20)
+    _, info = env.reset(seed=3)
+    goal, _ = env.goal_frame()  # the last frame first, then the whole rollout (rendered again)
+    rollout, expert_success = env.goal_rollout()
+    assert rollout.shape == (21, 3, 84, 84) and expert_success
+    np.testing.assert_array_equal(rollout[0], info["frame"])
+    np.testing.assert_array_equal(rollout[-1], goal)
+    frames = [env.step(env.expert_action())[-1]["frame"] for _ in range(20)]
+    np.testing.assert_array_equal(rollout[1:], np.stack(frames))
+
+
 def test_many_steps_run_fast_enough_for_rl_smoke_tests():
     env = make_env("toy-reach", seed=0, episode_length=50)
     env.reset()
