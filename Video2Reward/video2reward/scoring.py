@@ -312,6 +312,17 @@ def score_video(source: str | os.PathLike, model: Any, out_dir: str | os.PathLik
 
 
 # ---------------------------------------------------------------------------------------- CLI
+def add_encoding_flags(parser: argparse.ArgumentParser) -> None:
+    """``--batch_size`` and ``--device``, as every tool that encodes frames with a reward model takes them."""
+    parser.add_argument("--batch_size", type=int, default=64, help="frames encoded per forward pass")
+    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+
+
+def device_of(spec: str) -> str:
+    """``--device``: ``auto`` is cuda when available, else cpu."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else spec
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="score.py", description="Score a video or a folder of frames with a "
                                      "reward model (PROGRESSOR or a baseline): value (PROGRESSOR: progress "
@@ -324,8 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", default=None, help="initial-frame image (default: the first frame)")
     parser.add_argument("--goal", default=None, help="goal image (default: the last frame)")
     parser.add_argument("--video", action="store_true", help="also write progress.mp4 (frames beside the curve)")
-    parser.add_argument("--batch_size", type=int, default=64, help="frames encoded per forward pass")
-    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    add_encoding_flags(parser)
     add_precision_flag(parser, default="fp32")  # fp32: exact scores, the released code's numbers
     parser.add_argument("--alpha", type=float, default=None,
                         help="PROGRESSOR only: entropy weight of the reward mu - alpha * H (default: the model's, 0.4)")
@@ -350,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is an existing file; give a folder (it is created if missing)")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = device_of(args.device)
     try:
         precision = resolve_precision(args.precision, device)
         print(precision.describe())

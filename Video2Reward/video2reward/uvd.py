@@ -443,6 +443,8 @@ def _videos(data: Path, split: str, tasks: Sequence[str] | None) -> list[tuple[s
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .scoring import add_encoding_flags
+
     parser = argparse.ArgumentParser(prog="decompose.py", description="UVD: subgoals of demonstrations found by a "
                                      "reward model's frozen frame embedding (docs/baselines.md, section UVD).")
     parser.add_argument("--checkpoint", required=True, help="reward model whose encode() is the embedding: a .pth "
@@ -455,8 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", default=None, help="task folders of a demo folder (default all)")
     parser.add_argument("--max_trajectories", type=int, default=None, help="at most this many per run")
     add_uvd_flags(parser)
-    parser.add_argument("--batch_size", type=int, default=64, help="frames encoded per forward pass")
-    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    add_encoding_flags(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return parser
 
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``Video2Reward/decompose.py``; errors are one line (:mod:`video2reward.errors`)."""
     from .checkpoint import load_reward_model
     from .errors import one_line_errors
-    from .scoring import iter_frames
+    from .scoring import device_of, iter_frames
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -475,8 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        model = load_reward_model(args.checkpoint, device=device)
+        model = load_reward_model(args.checkpoint, device=device_of(args.device))
         videos = _videos(Path(args.data).expanduser(), args.split, args.tasks)[:args.max_trajectories]
         out, summary = Path(args.out), {}
         for name, source in videos:
