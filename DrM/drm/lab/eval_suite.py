@@ -246,6 +246,15 @@ def _clean(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def _group_gap(rs: list[Scored], final: np.ndarray, better: str, worse: str) -> float:
+    """Mean final mu of group ``better`` minus that of ``worse`` (where a ranking fails: the
+    closest two groups)."""
+    groups = np.array([r.group for r in rs])
+    if not ((groups == better).any() and (groups == worse).any()):
+        return float("nan")
+    return float(final[groups == better].mean() - final[groups == worse].mean())
+
+
 def _task_metrics(rs: list[Scored], progress_scale: bool = True) -> dict[str, Any]:
     """The metrics of one task's rollouts (or of all tasks' rollouts pooled). Without
     ``progress_scale`` (a baseline's values) the metrics that read mu as progress in [0, 1]
@@ -272,6 +281,7 @@ def _task_metrics(rs: list[Scored], progress_scale: bool = True) -> dict[str, An
         "succ_fail_diff": M.mean_difference(final, success),
         "ood_mu": ood("random"),
         "ood_mu_parked": ood("parked"),
+        "expert_noise03_gap": _group_gap(rs, final, "expert", "noise-0.3"),
         "dense_alignment": M.nanmean(dense),
         **({} if progress_scale else dict.fromkeys(("success_accuracy", "succ_fail_diff", "ood_mu", "ood_mu_parked"),
                                                       float("nan"))),
@@ -308,8 +318,8 @@ def compute_metrics(scores: Scores, tasks: Sequence[str], unseen: Sequence[str])
 
 # ---- report and plots ------------------------------------------------------------------------
 POOLED_ROWS = ("voc", "voc_worst_task", "voc_r", "unseen_voc", "success_auroc", "success_accuracy", "ranking_tau",
-               "ranking_tau_reward", "ranking_tau_max", "succ_fail_diff", "ood_mu", "ood_mu_parked",
-               "dense_alignment", "confusion_diagonal", "confusion_off_diagonal", "confusion_gap")
+               "ranking_tau_reward", "ranking_tau_max", "expert_noise03_gap", "succ_fail_diff", "ood_mu",
+               "ood_mu_parked", "dense_alignment", "confusion_diagonal", "confusion_off_diagonal", "confusion_gap")
 TASK_ROWS = ("voc", "voc_r", "success_auroc", "success_accuracy", "ranking_tau", "succ_fail_diff", "ood_mu",
              "ood_mu_parked", "dense_alignment")
 
