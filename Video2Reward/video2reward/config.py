@@ -3,7 +3,7 @@
 :class:`TrainConfig` holds every setting (each field documented where it is declared); the named
 recipes are :data:`PRESETS`; :func:`config_from_args` turns flags into a config (preset values,
 overridden by the flags given). ``main_ours.py`` trains PROGRESSOR with the released script's flags;
-``main.py`` adds ``--method`` (a key of :data:`video2reward.methods.PRETRAINABLE`) and
+``main.py`` adds ``--method`` (a key of :data:`video2reward.methods.TRAINABLE`) and
 ``--method_config KEY=VALUE ...`` for the baseline's own settings (docs/baselines.md). The training
 loop is :mod:`video2reward.train`.
 """
@@ -18,14 +18,14 @@ from typing import Any, Sequence
 from . import augment as aug
 from .data import RESIZES
 from .flags import add_flags, setting
-from .methods import METHODS, PRETRAINABLE, PROGRESSOR, config_class, make_config, method_class
+from .methods import MODELS, PROGRESSOR, TRAINABLE, config_class, make_config, model_class
 from .methods.progressor import RANK_WEIGHT, ProgressorTraining
 from .model import BACKBONES
 from .precision import PRECISIONS, add_precision_flag
 
 AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY, "shift": aug.SHIFT}
 # tuples per optimiser step of each baseline when --batch_size is not given (each method declares its own)
-METHOD_BATCH_SIZES: dict[str, int] = {m: cls.default_batch_size for m, cls in METHODS.items() if cls.default_batch_size}
+METHOD_BATCH_SIZES: dict[str, int] = {m: cls.default_batch_size for m, cls in MODELS.items() if cls.default_batch_size}
 
 
 @dataclass
@@ -86,7 +86,7 @@ class TrainConfig(ProgressorTraining):
                                names=("--no_final_eval",), action="store_false")
     progress_bar: bool = setting(True, "no tqdm bars (for log files)", names=("--no_progress_bar",),
                                  action="store_false")
-    method: str = setting(PROGRESSOR, None)  # the reward method trained (a key of PRETRAINABLE); main_ours.py: progressor
+    method: str = setting(PROGRESSOR, None)  # the model trained (a key of TRAINABLE); main_ours.py: progressor
     method_config: dict[str, Any] = setting(help=None, default_factory=dict)  # a baseline's own config fields, e.g. {"margin": 0.3}
 
     def __post_init__(self) -> None:
@@ -116,8 +116,8 @@ class TrainConfig(ProgressorTraining):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.normalize_prediction:
             raise ValueError("normalize_prediction=False is not supported: progress labels are fractions in [0, 1]")
-        if self.method not in PRETRAINABLE:
-            raise ValueError(f"method must be one of {', '.join(PRETRAINABLE)}, got {self.method!r}")
+        if self.method not in TRAINABLE:
+            raise ValueError(f"method must be one of {', '.join(TRAINABLE)}, got {self.method!r}")
         self.method_config = dict(self.method_config)
         self.model_config()  # refuse unknown or invalid fields before any work
 
@@ -177,9 +177,10 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                      "Pretrain the PROGRESSOR progress model on expert videos."),
         epilog="Presets: " + "; ".join(f"{k}: {v or 'the defaults shown'}" for k, v in PRESETS.items()))
     if methods:
-        p.add_argument("--method", choices=PRETRAINABLE, default=PROGRESSOR,
-                       help=f"reward method (default {PROGRESSOR}); the PROGRESSOR-only flags (--head, --label_std, "
-                            "--negatives, --rank_weight, --shared_embedding, ...) do not apply to the others")
+        p.add_argument("--method", choices=TRAINABLE, default=PROGRESSOR,
+                       help=f"what to train: a reward method or a model one builds on (default {PROGRESSOR}); the "
+                            "PROGRESSOR-only flags (--head, --label_std, --negatives, --rank_weight, "
+                            "--shared_embedding, ...) do not apply to the others")
         p.add_argument("--method_config", nargs="+", metavar="KEY=VALUE",
                        help="the method's own model settings, e.g. margin=0.3 (fields in docs/baselines.md); "
                             "default batch sizes (tuples per step): "
@@ -201,7 +202,7 @@ def config_from_args(argv: Sequence[str] | None = None, methods: bool = False) -
             args["method_config"] = parse_assignments(args["method_config"])
         except ValueError as exc:
             parser.error(f"--method_config: {exc}")
-    method_batch = method_class(args.get("method", PROGRESSOR)).default_batch_size
+    method_batch = model_class(args.get("method", PROGRESSOR)).default_batch_size
     if method_batch and "batch_size" not in args:
         values["batch_size"] = method_batch
     if "steps" not in args and ("epochs" in args):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
-from torch import nn
 
 from . import augment as aug
 from .config import TrainConfig, augmentation_config
 from .data import VideoDataset
-from .methods import FrameTuples, Pretraining, Sampling, method_class
+from .methods import FrameTuples, PretrainedModel, Pretraining, Sampling, model_class
 from .precision import Precision
 from .triplets import TripletBatch, TripletSampler
 
@@ -45,13 +44,13 @@ def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfi
     return batch
 
 
-def build_method(cfg: TrainConfig, precision: Precision) -> nn.Module:
+def build_method(cfg: TrainConfig, precision: Precision) -> PretrainedModel:
     """The fresh model ``cfg`` trains (seeded by the caller)."""
-    return method_class(cfg.method).from_config(cfg.model_config(), amp=precision.amp,
+    return model_class(cfg.method).from_config(cfg.model_config(), amp=precision.amp,
                                                  channels_last=precision.channels_last)
 
 
-def method_parts(cfg: TrainConfig, model: nn.Module, train_set: VideoDataset) -> Pretraining:
+def method_parts(cfg: TrainConfig, model: PretrainedModel, train_set: VideoDataset) -> Pretraining:
     """What the method puts in the loop, given its own settings (``training_class``, built from the
     run's flags) and what every sampler reads."""
     settings_class = type(model).training_class
