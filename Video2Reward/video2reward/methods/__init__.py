@@ -19,8 +19,8 @@ method          reward of a frame ``o`` (init ``o_0``, goal ``g``)        traine
 
 :data:`METHODS` holds these reward methods: what RL, ``score.py`` and the evaluation suite can
 score. :data:`MODELS` adds the trained models that are not rewards (:class:`.base.PretrainedModel`
-only); :data:`TRAINABLE` is what ``main.py --method`` trains, :func:`video2reward.load_model` loads
-any of :data:`MODELS`.
+only: VIPER's frame tokenizer); :data:`TRAINABLE` is what ``main.py --method`` trains,
+:func:`video2reward.load_model` loads any of :data:`MODELS`.
 """
 from __future__ import annotations
 
@@ -35,13 +35,15 @@ from .hold import HoldCConfig, HoldCModel, HoldRConfig, HoldRModel
 from .progressor import ModelConfig, ProgressModel, ProgressorConfig, ProgressorTraining
 from .rank2reward import Rank2RewardConfig, Rank2RewardModel
 from .tcn import TCNConfig, TCNModel
+from .tokenizer import TokenizerConfig, TokenizerModel
 from .vip import VIPConfig, VIPModel
 
 PROGRESSOR = ProgressModel.method
 METHODS: dict[str, type[RewardModel]] = {cls.method: cls for cls in (
     ProgressModel, TCNModel, VIPModel, HoldRModel, HoldCModel, Rank2RewardModel, GAILModel)}
 PRETRAINABLE = tuple(m for m, cls in METHODS.items() if cls.pretrainable)  # reward methods trained on videos first
-MODELS: dict[str, type[PretrainedModel]] = {**METHODS}  # every model a checkpoint may hold
+# every model a checkpoint may hold: the reward methods and the models they build on
+MODELS: dict[str, type[PretrainedModel]] = {**METHODS, TokenizerModel.method: TokenizerModel}
 TRAINABLE = tuple(m for m, cls in MODELS.items() if cls.pretrainable)  # what `main.py --method` trains
 
 
@@ -90,9 +92,11 @@ def method_of(model: Any) -> str:
     return model.method
 
 
-__all__ = ["DIFFERENCE", "Discriminator", "DiscriminatorConfig", "DiscriminatorFinetuner", "Evaluation", "FrameTuples",
-           "GAILConfig", "GAILModel", "HoldCConfig", "HoldCModel", "HoldRConfig", "HoldRModel", "METHODS", "MODELS",
-           "MethodConfig", "OnlineFinetuner", "PRETRAINABLE", "PROGRESSOR", "PretrainedConfig", "PretrainedModel",
-           "Pretraining", "TRAINABLE", "ProgressModel", "ProgressorConfig", "ProgressorTraining", "REWARD_KINDS", "SCORES", "Sampling", "TRIPLETS", "ModelConfig", "Rank2RewardConfig", "Rank2RewardModel", "RewardModel",
-           "TCNConfig", "TCNModel", "TupleSampler", "VALUE", "VIPConfig", "VIPModel", "build_model",
-           "config_class", "discriminator_loss", "make_config", "method_class", "method_of", "model_class"]
+__all__ = ["DIFFERENCE", "Discriminator", "DiscriminatorConfig", "DiscriminatorFinetuner", "Evaluation",
+           "FrameTuples", "GAILConfig", "GAILModel", "HoldCConfig", "HoldCModel", "HoldRConfig", "HoldRModel",
+           "METHODS", "MODELS", "MethodConfig", "ModelConfig", "OnlineFinetuner", "PRETRAINABLE", "PROGRESSOR",
+           "PretrainedConfig", "PretrainedModel", "Pretraining", "ProgressModel", "ProgressorConfig",
+           "ProgressorTraining", "REWARD_KINDS", "Rank2RewardConfig", "Rank2RewardModel", "RewardModel", "SCORES",
+           "Sampling", "TCNConfig", "TCNModel", "TRAINABLE", "TRIPLETS", "TokenizerConfig", "TokenizerModel",
+           "TupleSampler", "VALUE", "VIPConfig", "VIPModel", "build_model", "config_class", "discriminator_loss",
+           "make_config", "method_class", "method_of", "model_class"]
