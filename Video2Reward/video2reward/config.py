@@ -20,6 +20,7 @@ from .data import RESIZES
 from .flags import add_flags, setting
 from .methods import MODELS, PROGRESSOR, TRAINABLE, config_class, make_config, model_class
 from .methods.progressor import RANK_WEIGHT, ProgressorTraining
+from .methods.viper import ViperTraining
 from .model import BACKBONES
 from .precision import PRECISIONS, add_precision_flag
 
@@ -29,11 +30,12 @@ METHOD_BATCH_SIZES: dict[str, int] = {m: cls.default_batch_size for m, cls in MO
 
 
 @dataclass
-class TrainConfig(ProgressorTraining):
+class TrainConfig(ProgressorTraining, ViperTraining):
     """Every setting of a pretraining run, each declared once with its flag's help (the flags of
     :func:`build_parser` are built from these fields); the defaults are the ``metaworld-cpu`` preset.
     PROGRESSOR's own settings (triplets, loss) are inherited from
-    :class:`~video2reward.methods.progressor.ProgressorTraining`; a baseline's come in ``method_config``."""
+    :class:`~video2reward.methods.progressor.ProgressorTraining`, VIPER's (``tokenizer``) from
+    :class:`~video2reward.methods.viper.ViperTraining`; a baseline's come in ``method_config``."""
 
     data_path: str = setting("", "dataset root (Meta-World demos, EPIC-style frame folders or videos)", required=True)
     output_dir: str = setting("outputs/reward_model", "checkpoints, logs, metrics")
@@ -186,7 +188,7 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                             "default batch sizes (tuples per step): "
                             + ", ".join(f"{k} {v}" for k, v in METHOD_BATCH_SIZES.items()))
     p.add_argument("--preset", choices=sorted(PRESETS), default="metaworld-cpu", help="named recipe (default metaworld-cpu)")
-    add_flags(p, TrainConfig)
+    add_flags(p, TrainConfig, skip=() if methods else tuple(f.name for f in dataclasses.fields(ViperTraining)))
     add_precision_flag(p, default=argparse.SUPPRESS)
     return p
 

@@ -19,7 +19,8 @@ method          reward of a frame ``o`` (init ``o_0``, goal ``g``)        traine
 
 :data:`METHODS` holds these reward methods: what RL, ``score.py`` and the evaluation suite can
 score. :data:`MODELS` adds the trained models that are not rewards (:class:`.base.PretrainedModel`
-only: VIPER's frame tokenizer); :data:`TRAINABLE` is what ``main.py --method`` trains,
+only: VIPER's frame tokenizer) and VIPER itself, which scores frame sequences and joins
+:data:`METHODS` with its RL reward function; :data:`TRAINABLE` is what ``main.py --method`` trains,
 :func:`video2reward.load_model` loads any of :data:`MODELS`.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import asdict
 from typing import Any, Mapping
 
 from .adversarial import Discriminator, DiscriminatorConfig, DiscriminatorFinetuner, discriminator_loss
-from .base import (DIFFERENCE, REWARD_KINDS, SCORES, TRIPLETS, VALUE, Evaluation, FrameTuples, MethodConfig,
+from .base import (DIFFERENCE, REWARD_KINDS, SCORES, SEQUENCES, TRIPLETS, VALUE, Evaluation, FrameTuples, MethodConfig,
                    OnlineFinetuner, PretrainedConfig, PretrainedModel, Pretraining, RewardModel, Sampling, TupleSampler)
 from .gail import GAILConfig, GAILModel
 from .hold import HoldCConfig, HoldCModel, HoldRConfig, HoldRModel
@@ -36,6 +37,7 @@ from .progressor import ModelConfig, ProgressModel, ProgressorConfig, Progressor
 from .rank2reward import Rank2RewardConfig, Rank2RewardModel
 from .tcn import TCNConfig, TCNModel
 from .tokenizer import TokenizerConfig, TokenizerModel
+from .viper import ViperConfig, ViperModel, ViperTraining
 from .vip import VIPConfig, VIPModel
 
 PROGRESSOR = ProgressModel.method
@@ -43,7 +45,7 @@ METHODS: dict[str, type[RewardModel]] = {cls.method: cls for cls in (
     ProgressModel, TCNModel, VIPModel, HoldRModel, HoldCModel, Rank2RewardModel, GAILModel)}
 PRETRAINABLE = tuple(m for m, cls in METHODS.items() if cls.pretrainable)  # reward methods trained on videos first
 # every model a checkpoint may hold: the reward methods and the models they build on
-MODELS: dict[str, type[PretrainedModel]] = {**METHODS, TokenizerModel.method: TokenizerModel}
+MODELS: dict[str, type[PretrainedModel]] = {**METHODS, **{cls.method: cls for cls in (TokenizerModel, ViperModel)}}
 TRAINABLE = tuple(m for m, cls in MODELS.items() if cls.pretrainable)  # what `main.py --method` trains
 
 
@@ -97,6 +99,7 @@ __all__ = ["DIFFERENCE", "Discriminator", "DiscriminatorConfig", "DiscriminatorF
            "METHODS", "MODELS", "MethodConfig", "ModelConfig", "OnlineFinetuner", "PRETRAINABLE", "PROGRESSOR",
            "PretrainedConfig", "PretrainedModel", "Pretraining", "ProgressModel", "ProgressorConfig",
            "ProgressorTraining", "REWARD_KINDS", "Rank2RewardConfig", "Rank2RewardModel", "RewardModel", "SCORES",
-           "Sampling", "TCNConfig", "TCNModel", "TRAINABLE", "TRIPLETS", "TokenizerConfig", "TokenizerModel",
-           "TupleSampler", "VALUE", "VIPConfig", "VIPModel", "build_model", "config_class", "discriminator_loss",
-           "make_config", "method_class", "method_of", "model_class"]
+           "SEQUENCES", "Sampling", "TCNConfig", "TCNModel", "TRAINABLE", "TRIPLETS", "TokenizerConfig",
+           "TokenizerModel", "TupleSampler", "VALUE", "VIPConfig", "VIPModel", "ViperConfig", "ViperModel",
+           "ViperTraining", "build_model", "config_class", "discriminator_loss", "make_config", "method_class",
+           "method_of", "model_class"]

@@ -43,8 +43,9 @@ from ..triplets import TripletSampler, randint_below
 VALUE = "value"  # the reward of a step is the value of the newly observed frame
 DIFFERENCE = "difference"  # the reward of step t+1 is value(o_{t+1}) - value(o_t) (VIP)
 REWARD_KINDS = (VALUE, DIFFERENCE)
-TRIPLETS = "triplets"  # a reward call reads (init, current, goal) frames
-SCORES = (TRIPLETS,)
+TRIPLETS = "triplets"  # a reward call reads (init, current, goal) frames: a RewardModel's encode / reward_from_features
+SEQUENCES = "sequences"  # a reward call reads the episode's frames so far: a video model's score_sequence (VIPER)
+SCORES = (TRIPLETS, SEQUENCES)
 
 Metrics = dict[str, torch.Tensor]  # scalar tensors, logged by the training loop
 
@@ -187,7 +188,7 @@ class PretrainedModel(nn.Module):
     another model, where the class is defined (``abstract=True`` in the class statement exempts an
     intermediate base), then runs the kind's own :meth:`check_contract`.
 
-    The loop builds it with :meth:`from_config` (``amp``, ``channels_last``), loads frames at its
+    The loop builds it with :meth:`for_training` (``amp``, ``channels_last``), loads frames at its
     ``image_size``, calls :meth:`fit_data`, trains what :meth:`pretraining` returns with AdamW over
     ``parameters()``, and calls :meth:`evaluate` every ``--eval_every`` steps and after training."""
 
@@ -228,6 +229,13 @@ class PretrainedModel(nn.Module):
             config = cls.config_class(**{"method": cls.method, **dict(config)})
         return cls(config, **kwargs)
 
+    @classmethod
+    def for_training(cls, config: PretrainedConfig, settings: Any = None, **kwargs: Any) -> "PretrainedModel":
+        """The fresh model a pretraining run trains (:meth:`from_config` by default); ``settings``: its
+        :attr:`training_class` instance, where a model built on another trained one (VIPER on its
+        tokenizer) finds that one."""
+        return cls.from_config(config, **kwargs)
+
     def summary(self) -> str:
         """What the model is, in a few words (the training banner)."""
         return self.method
@@ -254,7 +262,7 @@ class RewardModel(FrameEncoder, PretrainedModel, abstract=True):
 
     # --- what every method declares (besides method and config_class)
     config_class: ClassVar[type[MethodConfig]]
-    scores: ClassVar[str] = TRIPLETS  # what a reward call reads (:data:`SCORES`)
+    scores: ClassVar[str] = TRIPLETS  # what a reward call reads: the frame encoder's interface scores triplets
     reward_kind: ClassVar[str] = VALUE  # how RL turns values into step rewards (:data:`REWARD_KINDS`)
     # --- what it may declare
     finetuner_class: ClassVar[type | None] = None  # its online fine-tuning during RL (an OnlineFinetuner)
@@ -265,9 +273,9 @@ class RewardModel(FrameEncoder, PretrainedModel, abstract=True):
     def check_contract(cls, where: str) -> None:
         if not issubclass(cls.config_class, MethodConfig):
             raise TypeError(f"{where}: config_class must be a MethodConfig dataclass, got {cls.config_class!r}")
-        if cls.scores not in SCORES or cls.reward_kind not in REWARD_KINDS:
-            raise TypeError(f"{where}: scores must be one of {SCORES} and reward_kind one of {REWARD_KINDS}, got "
-                            f"{cls.scores!r}, {cls.reward_kind!r}")
+        if cls.scores != TRIPLETS or cls.reward_kind not in REWARD_KINDS:
+            raise TypeError(f"{where}: scores must be one of {(TRIPLETS,)} and reward_kind one of {REWARD_KINDS}, got "
+                            f"{cls.scores!r}, {cls.reward_kind!r} (a model scoring {SEQUENCES} is a PretrainedModel)")
         if cls.pretrainable and cls.pretraining is RewardModel.pretraining and (
                 cls.sample_indices is RewardModel.sample_indices or cls.loss is RewardModel.loss):
             raise TypeError(f"{where}: a pretrainable method defines sample_indices and loss, or pretraining")
@@ -554,7 +562,7 @@ class OnlineFinetuner:
         self.generator.set_state(state["generator"])
 
 
-__all__ = ["DIFFERENCE", "Evaluation", "FrameEncoder", "FrameTuples", "LinearEmbedding", "OnlineFinetuner", "MethodConfig",
-           "Metrics", "PretrainedConfig", "PretrainedModel", "REWARD_KINDS", "RewardModel", "check_frames", "inference_mode",
-           "ScalarHead", "TupleSampler", "VALUE", "distance", "ordered_pair", "pairwise_squared_distance",
-           "sorted_frames", "squared_distance"]
+__all__ = ["DIFFERENCE", "Evaluation", "FrameEncoder", "FrameTuples", "LinearEmbedding", "MethodConfig", "Metrics",
+           "OnlineFinetuner", "PretrainedConfig", "PretrainedModel", "REWARD_KINDS", "RewardModel", "SCORES", "SEQUENCES",
+           "ScalarHead", "TRIPLETS", "TupleSampler", "VALUE", "check_frames", "distance", "inference_mode",
+           "ordered_pair", "pairwise_squared_distance", "sorted_frames", "squared_distance"]
