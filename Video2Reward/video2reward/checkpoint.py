@@ -1,4 +1,5 @@
-"""Saving and loading reward models (PROGRESSOR and the baselines of :mod:`video2reward.methods`).
+"""Saving and loading reward models (PROGRESSOR and the baselines of :mod:`video2reward.methods`) and the
+other trained models of :data:`~video2reward.methods.MODELS` (VIPER's frame tokenizer).
 
 Three on-disk formats are read, always with ``torch.load(weights_only=True)`` (no pickled code):
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from .hub_files import resolve
 from .io import atomic_torch_save
-from .methods import PROGRESSOR, build_model, make_config, method_of
+from .methods import METHODS, PROGRESSOR, PretrainedModel, RewardModel, build_model, make_config, method_of
 from .methods.progressor import HEAD_INPUTS, ModelConfig
 from .model import BACKBONES, CONVNETS, ConvNet
 from .precision import resolve_precision
@@ -38,9 +39,9 @@ class CheckpointError(ValueError):
 
 
 def save_reward_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
-    """Write any method's ``model`` (method, config + weights) atomically; ``extra`` entries (optimizer
-    state, step, ...) are stored beside them and must be plain tensors / containers for ``weights_only``
-    loading."""
+    """Write any model of :data:`~video2reward.methods.MODELS` (method, config + weights) atomically
+    (``save_model`` is the same function); ``extra`` entries (optimizer state, step, ...) are stored
+    beside them and must be plain tensors / containers for ``weights_only`` loading."""
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "method": method_of(model), "config": asdict(model.config),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
     atomic_torch_save(payload, path)
@@ -182,14 +183,30 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if keys:
                 parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
-        raise CheckpointError(f"{name}: weights do not match backbone {model.config.backbone!r}: {'; '.join(parts)}")
+        raise CheckpointError(f"{name}: weights do not match the model ({model.summary()}): {'; '.join(parts)}")
     model.load_state_dict(state_dict, strict=True)
 
 
 def load_reward_model(source: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
-                      **model_kwargs: Any) -> nn.Module:
+                      **model_kwargs: Any) -> RewardModel:
     """A ready reward model (eval mode) from a file path or ``hf://owner/repo[@revision]/file``: a
-    :class:`ProgressModel`, or the baseline model the file's ``method`` names.
+    :class:`ProgressModel`, or the baseline model the file's ``method`` names (:func:`load_model`,
+    refusing in one line a model that is not a reward, such as a tokenizer).
+    """
+    model = load_model(source, device, precision, **model_kwargs)
+    if method_of(model) not in METHODS:
+        raise CheckpointError(f"{source}: holds a {method_of(model)} model, which is not a reward model (one of "
+                              f"{', '.join(METHODS)}); load it with video2reward.load_model")
+    return model
+
+
+save_model = save_reward_model  # for a model that is not a reward (a tokenizer)
+
+
+def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
+               **model_kwargs: Any) -> PretrainedModel:
+    """A ready model (eval mode) of any of :data:`~video2reward.methods.MODELS` from a file path or
+    ``hf://owner/repo[@revision]/file``: the reward model or other model the file's ``method`` names.
 
     Reads our format and both released formats. Inference runs in ``precision`` (default ``fp32``:
     exact, the released code's numbers; ``auto`` / ``bf16``: see :mod:`video2reward.precision`).
@@ -217,5 +234,5 @@ def load_reward_model(source: str | os.PathLike, device: str | torch.device = "c
     return model.to(device).eval()
 
 
-__all__ = ["BACKBONES", "CheckpointError", "infer_config", "load_reward_model", "load_state_dict_strict",
-           "read_checkpoint", "read_provenance", "save_reward_model", "saved_method", "split_checkpoint"]
+__all__ = ["BACKBONES", "CheckpointError", "infer_config", "load_model", "load_reward_model", "load_state_dict_strict",
+           "read_checkpoint", "read_provenance", "save_model", "save_reward_model", "saved_method", "split_checkpoint"]

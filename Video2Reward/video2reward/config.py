@@ -3,7 +3,7 @@
 :class:`TrainConfig` holds every setting (each field documented where it is declared); the named
 recipes are :data:`PRESETS`; :func:`config_from_args` turns flags into a config (preset values,
 overridden by the flags given). ``main_ours.py`` trains PROGRESSOR with the released script's flags;
-``main.py`` adds ``--method`` (a key of :data:`video2reward.methods.PRETRAINABLE`) and
+``main.py`` adds ``--method`` (a key of :data:`video2reward.methods.TRAINABLE`) and
 ``--method_config KEY=VALUE ...`` for the baseline's own settings (docs/baselines.md). The training
 loop is :mod:`video2reward.train`.
 """
@@ -18,22 +18,24 @@ from typing import Any, Sequence
 from . import augment as aug
 from .data import RESIZES
 from .flags import add_flags, setting
-from .methods import METHODS, PRETRAINABLE, PROGRESSOR, config_class, make_config, method_class
+from .methods import MODELS, PROGRESSOR, TRAINABLE, config_class, make_config, model_class
 from .methods.progressor import RANK_WEIGHT, ProgressorTraining
+from .methods.viper import ViperTraining
 from .model import BACKBONES
 from .precision import PRECISIONS, add_precision_flag
 
 AUGMENTATIONS = {"metaworld": aug.METAWORLD, "epic": aug.EPIC, "crop": aug.CROP_ONLY, "shift": aug.SHIFT}
 # tuples per optimiser step of each baseline when --batch_size is not given (each method declares its own)
-METHOD_BATCH_SIZES: dict[str, int] = {m: cls.default_batch_size for m, cls in METHODS.items() if cls.default_batch_size}
+METHOD_BATCH_SIZES: dict[str, int] = {m: cls.default_batch_size for m, cls in MODELS.items() if cls.default_batch_size}
 
 
 @dataclass
-class TrainConfig(ProgressorTraining):
+class TrainConfig(ProgressorTraining, ViperTraining):
     """Every setting of a pretraining run, each declared once with its flag's help (the flags of
     :func:`build_parser` are built from these fields); the defaults are the ``metaworld-cpu`` preset.
     PROGRESSOR's own settings (triplets, loss) are inherited from
-    :class:`~video2reward.methods.progressor.ProgressorTraining`; a baseline's come in ``method_config``."""
+    :class:`~video2reward.methods.progressor.ProgressorTraining`, VIPER's (``tokenizer``) from
+    :class:`~video2reward.methods.viper.ViperTraining`; a baseline's come in ``method_config``."""
 
     data_path: str = setting("", "dataset root (Meta-World demos, EPIC-style frame folders or videos)", required=True)
     output_dir: str = setting("outputs/reward_model", "checkpoints, logs, metrics")
@@ -86,7 +88,7 @@ class TrainConfig(ProgressorTraining):
                                names=("--no_final_eval",), action="store_false")
     progress_bar: bool = setting(True, "no tqdm bars (for log files)", names=("--no_progress_bar",),
                                  action="store_false")
-    method: str = setting(PROGRESSOR, None)  # the reward method trained (a key of PRETRAINABLE); main_ours.py: progressor
+    method: str = setting(PROGRESSOR, None)  # the model trained (a key of TRAINABLE); main_ours.py: progressor
     method_config: dict[str, Any] = setting(help=None, default_factory=dict)  # a baseline's own config fields, e.g. {"margin": 0.3}
 
     def __post_init__(self) -> None:
@@ -116,8 +118,8 @@ class TrainConfig(ProgressorTraining):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.normalize_prediction:
             raise ValueError("normalize_prediction=False is not supported: progress labels are fractions in [0, 1]")
-        if self.method not in PRETRAINABLE:
-            raise ValueError(f"method must be one of {', '.join(PRETRAINABLE)}, got {self.method!r}")
+        if self.method not in TRAINABLE:
+            raise ValueError(f"method must be one of {', '.join(TRAINABLE)}, got {self.method!r}")
         self.method_config = dict(self.method_config)
         self.model_config()  # refuse unknown or invalid fields before any work
 
@@ -177,15 +179,16 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                      "Pretrain the PROGRESSOR progress model on expert videos."),
         epilog="Presets: " + "; ".join(f"{k}: {v or 'the defaults shown'}" for k, v in PRESETS.items()))
     if methods:
-        p.add_argument("--method", choices=PRETRAINABLE, default=PROGRESSOR,
-                       help=f"reward method (default {PROGRESSOR}); the PROGRESSOR-only flags (--head, --label_std, "
-                            "--negatives, --rank_weight, --shared_embedding, ...) do not apply to the others")
+        p.add_argument("--method", choices=TRAINABLE, default=PROGRESSOR,
+                       help=f"what to train: a reward method or a model one builds on (default {PROGRESSOR}); the "
+                            "PROGRESSOR-only flags (--head, --label_std, --negatives, --rank_weight, "
+                            "--shared_embedding, ...) do not apply to the others")
         p.add_argument("--method_config", nargs="+", metavar="KEY=VALUE",
                        help="the method's own model settings, e.g. margin=0.3 (fields in docs/baselines.md); "
                             "default batch sizes (tuples per step): "
                             + ", ".join(f"{k} {v}" for k, v in METHOD_BATCH_SIZES.items()))
     p.add_argument("--preset", choices=sorted(PRESETS), default="metaworld-cpu", help="named recipe (default metaworld-cpu)")
-    add_flags(p, TrainConfig)
+    add_flags(p, TrainConfig, skip=() if methods else tuple(f.name for f in dataclasses.fields(ViperTraining)))
     add_precision_flag(p, default=argparse.SUPPRESS)
     return p
 
@@ -201,7 +204,7 @@ def config_from_args(argv: Sequence[str] | None = None, methods: bool = False) -
             args["method_config"] = parse_assignments(args["method_config"])
         except ValueError as exc:
             parser.error(f"--method_config: {exc}")
-    method_batch = method_class(args.get("method", PROGRESSOR)).default_batch_size
+    method_batch = model_class(args.get("method", PROGRESSOR)).default_batch_size
     if method_batch and "batch_size" not in args:
         values["batch_size"] = method_batch
     if "steps" not in args and ("epochs" in args):

@@ -29,6 +29,7 @@ from .progress import progress as tqdm
 from .checkpoint import load_reward_model
 from .data import VideoDataset, load_dataset
 from .io import atomic_write_json, save_figure
+from .methods.base import Evaluation
 from .metrics import rankdata, spearman  # re-exported: their home is metrics.py
 from .reward_fn import frame_reward
 
@@ -147,6 +148,18 @@ def write_evaluation(results: dict[str, Any], output_dir: str | os.PathLike, **e
     atomic_write_json(out / "metrics.json", {**metrics, **extra})
     plot_progress(results, out / "progress.png")
     return out / "metrics.json"
+
+
+def evaluation(model: Any, dataset: VideoDataset, output_dir: str | os.PathLike | None = None,
+               progress: bool = False, **extra: Any) -> Evaluation:
+    """A reward model's evaluation for the pretraining loop (:meth:`RewardModel.evaluate`): VOC (and
+    MAE) overall and per task; with ``output_dir`` also :func:`write_evaluation` there."""
+    results = evaluate(model, dataset, progress=progress)
+    metrics = {key: results["overall"][key] for key in ("voc", "mae") if key in results["overall"]}
+    metrics.update({f"voc/{task}": s["voc"] for task, s in results["tasks"].items()})
+    if output_dir is not None:
+        write_evaluation(results, output_dir, **extra)
+    return Evaluation(metrics, {"heldout_voc": float(results["overall"]["voc"])}, format_table(results))
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
+from typing import Any
 
-from torch import nn
 
 from . import augment as aug
 from .config import TrainConfig, augmentation_config
 from .data import VideoDataset
-from .methods import FrameTuples, Pretraining, Sampling, method_class
+from .methods import FrameTuples, PretrainedModel, Pretraining, Sampling, model_class
 from .precision import Precision
 from .triplets import TripletBatch, TripletSampler
 
@@ -45,19 +45,24 @@ def prepare_batch(sampler: TripletSampler, step: int, rank: int, cfg: TrainConfi
     return batch
 
 
-def build_method(cfg: TrainConfig, precision: Precision) -> nn.Module:
-    """The fresh model ``cfg`` trains (seeded by the caller)."""
-    return method_class(cfg.method).from_config(cfg.model_config(), amp=precision.amp,
-                                                 channels_last=precision.channels_last)
-
-
-def method_parts(cfg: TrainConfig, model: nn.Module, train_set: VideoDataset) -> Pretraining:
-    """What the method puts in the loop, given its own settings (``training_class``, built from the
-    run's flags) and what every sampler reads."""
-    settings_class = type(model).training_class
-    settings = None if settings_class is None else \
+def method_settings(cfg: TrainConfig, cls: type[PretrainedModel]) -> Any:
+    """The model's own settings (an instance of its ``training_class``, built from the run's flags), or ``None``."""
+    settings_class = cls.training_class
+    return None if settings_class is None else \
         settings_class(**{f.name: getattr(cfg, f.name) for f in fields(settings_class)})
-    return model.pretraining(train_set, Sampling(cfg.batch_size, cfg.balance_tasks, cfg.seed), settings)
 
 
-__all__ = ["Batch", "build_method", "lr_at", "method_parts", "prepare_batch"]
+def build_method(cfg: TrainConfig, precision: Precision) -> PretrainedModel:
+    """The fresh model ``cfg`` trains (seeded by the caller)."""
+    cls = model_class(cfg.method)
+    return cls.for_training(cfg.model_config(), method_settings(cfg, cls), amp=precision.amp,
+                            channels_last=precision.channels_last)
+
+
+def method_parts(cfg: TrainConfig, model: PretrainedModel, train_set: VideoDataset) -> Pretraining:
+    """What the method puts in the loop, given its own settings and what every sampler reads."""
+    return model.pretraining(train_set, Sampling(cfg.batch_size, cfg.balance_tasks, cfg.seed),
+                             method_settings(cfg, type(model)))
+
+
+__all__ = ["Batch", "build_method", "lr_at", "method_parts", "method_settings", "prepare_batch"]

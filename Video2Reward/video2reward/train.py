@@ -1,4 +1,5 @@
-"""Pretraining of a reward model on expert videos: the training loop. Its configuration and
+"""Pretraining of a reward model (or of another model of :data:`video2reward.methods.MODELS`, such as
+VIPER's frame tokenizer) on expert videos: the training loop. Its configuration and
 command line are :mod:`video2reward.config`, one optimiser step of each method is
 :mod:`video2reward.steps` (both re-exported here).
 
@@ -12,12 +13,14 @@ warm-up then constant or cosine, gradient clipping, batches that are a pure func
 Outputs in ``output_dir`` (rank 0 only): ``checkpoint_last.pth`` (+ the last ``keep_last``
 ``checkpoint_<step>.pth``), readable by :func:`video2reward.load_reward_model` and resumable exactly
 with ``--resume``; ``train_log.csv``, ``eval_log.csv``, TensorBoard events in ``tb/``,
-``config.json``, and after training the held-out evaluation ``metrics.json`` + ``progress.png``.
+``config.json``, and after training the model's held-out evaluation
+(:meth:`~video2reward.methods.PretrainedModel.evaluate`: a reward model's ``metrics.json`` +
+``progress.png``, the tokenizer's ``metrics.json`` + ``reconstructions.png``).
 
 Kill-safety: ``checkpoint_last.pth`` is rewritten (atomically) every ``save_minutes`` of training
 and when SIGTERM / SIGINT arrive (the step in progress finishes first), so a killed run loses at
 most ``save_minutes``. Every checkpoint carries its provenance (data, tasks, demo counts, steps,
-held-out VOC once evaluated), see :func:`provenance`.
+held-out VOC or the model's own metrics once evaluated), see :func:`provenance`.
 """
 from __future__ import annotations
 
@@ -46,7 +49,6 @@ from .config import (AUGMENTATIONS, METHOD_BATCH_SIZES, PRESETS, RANK_WEIGHT, Tr
                      build_parser, config_from_args)
 from .data import DataError, VideoDataset, discover_trajectories, load_dataset, recorded_image_size
 from .errors import one_line_errors
-from .evaluate import evaluate, format_table, write_evaluation
 from .io import atomic_write_json, atomic_write_text
 from .methods.base import TupleObjective, optimizer_step, tuple_train_step
 from .methods.progressor import ProgressObjective, train_step
@@ -232,16 +234,9 @@ def _agreed_signal(signum: int | None, device: torch.device) -> int | None:
     return int(flag.item()) or None
 
 
-def _eval_metrics(results: dict[str, Any]) -> dict[str, float]:
-    row = {key: results["overall"][key] for key in ("voc", "mae") if key in results["overall"]}
-    for task, s in results["tasks"].items():
-        row[f"voc/{task}"] = s["voc"]
-    return row
-
-
 # ------------------------------------------------------------------------------------ the run
 def pretrain(config: TrainConfig) -> Path:
-    """Train a progress model as configured; returns the path of ``checkpoint_last.pth``.
+    """Train the model ``config`` names as configured; returns the path of ``checkpoint_last.pth``.
 
     Single process by default; under ``torchrun ... --distributed`` every process trains on its
     own batches with DDP gradient averaging and only rank 0 writes files.
@@ -388,8 +383,8 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
         atomic_write_json(out / "config.json", {k: _plain(v) for k, v in asdict(cfg).items()})
         print(f"[video2reward] train: {train_set}; test: {test_set if test_set is not None else 'none'}")
         print(f"[video2reward] {total_steps} steps x {cfg.batch_size} {parts.unit} x {info.world_size} process(es) "
-              f"({steps_per_epoch} steps/epoch), {cfg.backbone} at {image_size}px on {device}, "
-              f"{parts.batches} batches, {precision.name}")
+              f"({steps_per_epoch} steps/epoch), {model.summary()} on {device}, {parts.batches} batches, "
+              f"{precision.name}")
 
     def save(path: Path, **extra: Any) -> None:
         origin = {**provenance(cfg, train_set, test_set, image_size, step, total_steps), **extra}
@@ -439,12 +434,12 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
                     tic, tic_step, sums = time.perf_counter(), step, {}
                 if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps and test_set is not None:
                     eval_start = time.perf_counter()
-                    results = evaluate(model, test_set)
+                    held_out = model.evaluate(test_set).metrics
                     if deadline is not None:  # periodic evaluation does not count as training time
                         deadline += time.perf_counter() - eval_start
-                    logger.log("eval", step, _eval_metrics(results))
+                    logger.log("eval", step, held_out)
                     bar.write(f"[video2reward] step {step}: test " + ", ".join(
-                        f"{k.upper()} {v:.4f}" for k, v in _eval_metrics(results).items() if "/" not in k))
+                        f"{k.upper()} {v:.4f}" for k, v in held_out.items() if "/" not in k))
                 if info.is_main and cfg.save_every and step % cfg.save_every == 0:
                     save(out / f"checkpoint_{step}.pth")
                     _prune(out, cfg.keep_last)
@@ -471,11 +466,10 @@ def _run(cfg: TrainConfig, info: _Dist, device: torch.device, out: Path) -> Path
     info.barrier()
     if info.is_main and cfg.final_eval:
         eval_set, split = (test_set, "test") if test_set is not None else (train_set, "train")
-        results = evaluate(model, eval_set, progress=cfg.progress_bar)
-        logger.log("eval", step, _eval_metrics(results))
-        write_evaluation(results, out, split=split, step=step, checkpoint=str(last))
-        save(last, heldout_voc=float(results["overall"]["voc"]), heldout_split=split)  # provenance gets the VOC
-        print(f"[video2reward] {split} split evaluation (metrics.json, progress.png in {out}):\n{format_table(results)}")
+        result = model.evaluate(eval_set, out, progress=cfg.progress_bar, split=split, step=step, checkpoint=str(last))
+        logger.log("eval", step, result.metrics)
+        save(last, **result.provenance, heldout_split=split)  # provenance gets the held-out metrics (VOC)
+        print(f"[video2reward] {split} split evaluation (metrics.json and figures in {out}):\n{result.table}")
     logger.close()
     if info.is_main and cfg.push_to_hub:
         from .hub import push_to_hub

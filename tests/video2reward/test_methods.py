@@ -417,3 +417,34 @@ def test_the_contract_is_checked_where_a_method_is_defined():
     for cls in METHODS.values():  # every registered method declares what the contract asks
         assert cls.method and issubclass(cls.config_class, MethodConfig) and cls.scores in SCORES
         assert cls.config_class().method == cls.method
+
+
+def test_a_trained_model_that_is_not_a_reward_keeps_the_smaller_contract():
+    from dataclasses import dataclass
+
+    from video2reward.methods import MODELS, TRAINABLE, PretrainedConfig, PretrainedModel, RewardModel
+
+    @dataclass
+    class CounterConfig(PretrainedConfig):
+        method: str = "counter"
+
+    with pytest.raises(TypeError, match="a pretrainable model defines pretraining"):
+        class Counter(PretrainedModel):
+            method = "counter"
+            config_class = CounterConfig
+
+    with pytest.raises(TypeError, match="must be a MethodConfig"):  # a reward model needs the frame encoder's fields
+        class Encoderless(RewardModel):
+            method = "counter"
+            config_class = CounterConfig
+            pretrainable = False
+
+    class Frozen(PretrainedModel):
+        method = "counter"
+        config_class = CounterConfig
+        pretrainable = False
+
+    assert set(METHODS) <= set(MODELS) and set(PRETRAINABLE) <= set(TRAINABLE)
+    assert all(issubclass(cls, PretrainedModel) for cls in MODELS.values())
+    with pytest.raises(ValueError, match="method must be one of"):  # defined, not registered
+        TrainConfig(data_path="d", method="counter")

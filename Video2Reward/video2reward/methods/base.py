@@ -14,11 +14,19 @@ L2-normalised 128-d features, eval mode and no gradient in inference), plus
 
 A method's config is a dataclass (:class:`MethodConfig`) holding its name; its dict form rebuilds
 the model (:meth:`RewardModel.from_config`).
+
+What the pretraining loop (:mod:`video2reward.train`) needs is the smaller contract of
+:class:`PretrainedModel`, which :class:`RewardModel` extends: a registry name, a config
+(:class:`PretrainedConfig`), :meth:`~PretrainedModel.fit_data`, :meth:`~PretrainedModel.pretraining` and
+:meth:`~PretrainedModel.evaluate` (held-out metrics and figures; a reward model's is VOC). A trained
+model that is not a reward, such as the frame tokenizer of VIPER (:mod:`.tokenizer`), is a
+:class:`PretrainedModel` only.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple
 
@@ -35,30 +43,64 @@ from ..triplets import TripletSampler, randint_below
 VALUE = "value"  # the reward of a step is the value of the newly observed frame
 DIFFERENCE = "difference"  # the reward of step t+1 is value(o_{t+1}) - value(o_t) (VIP)
 REWARD_KINDS = (VALUE, DIFFERENCE)
-TRIPLETS = "triplets"  # a reward call reads (init, current, goal) frames
-SCORES = (TRIPLETS,)
+TRIPLETS = "triplets"  # a reward call reads (init, current, goal) frames: a RewardModel's encode / reward_from_features
+SEQUENCES = "sequences"  # a reward call reads the episode's frames so far: a video model's score_sequence (VIPER)
+SCORES = (TRIPLETS, SEQUENCES)
 
 Metrics = dict[str, torch.Tensor]  # scalar tensors, logged by the training loop
 
 
 @dataclass
-class MethodConfig:
-    """Fields every method's model has; a method's config subclasses it and fixes ``method``."""
+class PretrainedConfig:
+    """The field every trained model's config has; a model's config subclasses it and fixes ``method``."""
 
-    method: str = ""  # the method's registry name; saved so that a checkpoint knows what to rebuild
-    backbone: str = "resnet18_84"  # a key of video2reward.model.BACKBONES
-    image_size: int | None = None  # default: the backbone's native size
+    method: str = ""  # the registry name; saved so that a checkpoint knows what to rebuild
 
     def __post_init__(self) -> None:
         expected = type(self).__dataclass_fields__["method"].default
         if self.method != expected:
             raise ValueError(f"{type(self).__name__} is the config of {expected!r}, got method={self.method!r}")
+
+
+@dataclass
+class MethodConfig(PretrainedConfig):
+    """Fields every reward method's model has (the shared frame encoder's)."""
+
+    backbone: str = "resnet18_84"  # a key of video2reward.model.BACKBONES
+    image_size: int | None = None  # default: the backbone's native size
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
         self.image_size = int(self.image_size or BACKBONES[self.backbone].image_size)
 
 
 # ------------------------------------------------------------------------------------ networks
+def check_frames(frames: torch.Tensor, size: int) -> None:
+    """Raise a one-line error unless ``frames`` is uint8 ``(N, 3, size, size)``."""
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 in [0, 255] (the model normalises them), got {frames.dtype}")
+    if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[2:] != (size, size):
+        raise ValueError(f"frames must have shape (N, 3, {size}, {size}), got {tuple(frames.shape)}")
+
+
+@contextlib.contextmanager
+def inference_mode(module: nn.Module, device: torch.device, amp: bool = False) -> Iterator[None]:
+    """Eval mode, no grad, bf16 autocast on ``device`` if ``amp``; restores the module's mode after."""
+    was_training = module.training  # modes are set on the whole model: eval() walks every module,
+    if was_training:                 # a cost per call that a model already in eval mode need not pay
+        module.eval()
+    try:
+        with torch.no_grad(), autocast(device, amp):
+            yield
+    finally:
+        if was_training:
+            module.train()
+
+
 class FrameEncoder(nn.Module):
     """A backbone of :data:`~video2reward.model.BACKBONES` behind the input contract every method
     shares: uint8 frames ``(N, 3, S, S)`` in [0, 255] at ``image_size``, ImageNet normalisation
@@ -89,13 +131,7 @@ class FrameEncoder(nn.Module):
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise a one-line error unless ``frames`` is uint8 ``(N, 3, S, S)`` at the model's size."""
-        if not isinstance(frames, torch.Tensor):
-            raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
-        size = self.image_size
-        if frames.dtype != torch.uint8:
-            raise TypeError(f"frames must be uint8 in [0, 255] (the model normalises them), got {frames.dtype}")
-        if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[2:] != (size, size):
-            raise ValueError(f"frames must have shape (N, 3, {size}, {size}), got {tuple(frames.shape)}")
+        check_frames(frames, self.image_size)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, S, S)`` -> L2-normalised float32 features ``(N, 128)`` (differentiable)."""
@@ -106,18 +142,9 @@ class FrameEncoder(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return F.normalize(self.model(x).float(), dim=-1)
 
-    @contextlib.contextmanager
-    def inference(self) -> Iterator[None]:
+    def inference(self) -> contextlib.AbstractContextManager[None]:
         """Eval mode (BatchNorm running stats), no grad, bf16 autocast if ``amp``; restores the mode after."""
-        was_training = self.training  # modes are set on the whole model: eval() walks every module,
-        if was_training:               # a cost per call that a model already in eval mode need not pay
-            self.eval()
-        try:
-            with torch.no_grad(), autocast(self.device, self.amp):
-                yield
-        finally:
-            if was_training:
-                self.train()
+        return inference_mode(self, self.device, self.amp)
 
 
 class ScalarHead(nn.Module):
@@ -154,23 +181,24 @@ class LinearEmbedding(nn.Module):
             return self.linear(f.float())
 
 
-class RewardModel(FrameEncoder):
-    """Base of every method's model (the contract: the module doc). A subclass declares the class
-    attributes below; :meth:`__init_subclass__` refuses one that does not (``abstract=True`` in the
-    class statement exempts an intermediate base)."""
+class PretrainedModel(nn.Module):
+    """What ``main.py --method`` trains: the contract of the pretraining loop (:mod:`video2reward.train`),
+    which every trained model keeps, reward or not. A subclass declares ``method`` and
+    ``config_class``; :meth:`__init_subclass__` refuses one that does not, or whose config names
+    another model, where the class is defined (``abstract=True`` in the class statement exempts an
+    intermediate base), then runs the kind's own :meth:`check_contract`.
 
-    # --- what every method declares
+    The loop builds it with :meth:`for_training` (``amp``, ``channels_last``), loads frames at its
+    ``image_size``, calls :meth:`fit_data`, trains what :meth:`pretraining` returns with AdamW over
+    ``parameters()``, and calls :meth:`evaluate` every ``--eval_every`` steps and after training."""
+
+    # --- what every model declares
     method: ClassVar[str]  # the registry name, saved in checkpoints
-    config_class: ClassVar[type[MethodConfig]]  # its config; the dict form rebuilds the model
-    scores: ClassVar[str] = TRIPLETS  # what a reward call reads (:data:`SCORES`)
-    reward_kind: ClassVar[str] = VALUE  # how RL turns values into step rewards (:data:`REWARD_KINDS`)
+    config_class: ClassVar[type[PretrainedConfig]]  # its config; the dict form rebuilds the model
     # --- what it may declare
     pretrainable: ClassVar[bool] = True  # trained on expert videos by `main.py --method`
-    default_batch_size: ClassVar[int | None] = None  # tuples per pretraining step without --batch_size
-    finetuner_class: ClassVar[type | None] = None  # its online fine-tuning during RL (an OnlineFinetuner)
-    reward_class: ClassVar[type] = FrameReward  # its RL reward function (video2reward.reward_fn)
-    predicts_progress: ClassVar[bool] = False  # predict_from_features gives N(mu, sigma) over progress
-    goal_conditioned: ClassVar[bool] = True  # its value reads the goal frame (so subgoals can replace it: UVD)
+    default_batch_size: ClassVar[int | None] = None  # samples per pretraining step without --batch_size
+    training_class: ClassVar[type | None] = None  # its own pretraining settings (flags of TrainConfig)
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -179,16 +207,76 @@ class RewardModel(FrameEncoder):
         name = getattr(cls, "method", None)
         where = f"{cls.__module__}.{cls.__qualname__}"
         if not isinstance(name, str) or not name:
-            raise TypeError(f"{where}: a reward method declares its registry name (method = '...')")
+            raise TypeError(f"{where}: a method declares its registry name (method = '...')")
         config_class = getattr(cls, "config_class", None)
-        if not (isinstance(config_class, type) and issubclass(config_class, MethodConfig)):
-            raise TypeError(f"{where}: config_class must be a MethodConfig dataclass, got {config_class!r}")
+        if not (isinstance(config_class, type) and issubclass(config_class, PretrainedConfig)):
+            raise TypeError(f"{where}: config_class must be a PretrainedConfig dataclass, got {config_class!r}")
         named = config_class.__dataclass_fields__["method"].default
         if named != name:
             raise TypeError(f"{where}: config_class {config_class.__name__} is the config of {named!r}, not {name!r}")
-        if cls.scores not in SCORES or cls.reward_kind not in REWARD_KINDS:
-            raise TypeError(f"{where}: scores must be one of {SCORES} and reward_kind one of {REWARD_KINDS}, got "
-                            f"{cls.scores!r}, {cls.reward_kind!r}")
+        cls.check_contract(where)
+
+    @classmethod
+    def check_contract(cls, where: str) -> None:
+        """What a kind of model must declare beyond its name and config (a ``TypeError`` naming ``where``)."""
+        if cls.pretrainable and cls.pretraining is PretrainedModel.pretraining:
+            raise TypeError(f"{where}: a pretrainable model defines pretraining")
+
+    @classmethod
+    def from_config(cls, config: dict | PretrainedConfig, **kwargs: Any) -> "PretrainedModel":
+        """The model of a config or of its dict form (``dataclasses.asdict``); ``kwargs``: ``amp``, ``channels_last``."""
+        if not isinstance(config, PretrainedConfig):
+            config = cls.config_class(**{"method": cls.method, **dict(config)})
+        return cls(config, **kwargs)
+
+    @classmethod
+    def for_training(cls, config: PretrainedConfig, settings: Any = None, **kwargs: Any) -> "PretrainedModel":
+        """The fresh model a pretraining run trains (:meth:`from_config` by default); ``settings``: its
+        :attr:`training_class` instance, where a model built on another trained one (VIPER on its
+        tokenizer) finds that one."""
+        return cls.from_config(config, **kwargs)
+
+    def summary(self) -> str:
+        """What the model is, in a few words (the training banner)."""
+        return self.method
+
+    def fit_data(self, dataset: VideoDataset) -> None:
+        """Settings read off the training data before the first step (none by default)."""
+
+    def pretraining(self, dataset: VideoDataset, sampling: "Sampling", settings: Any = None) -> "Pretraining":
+        """What the model puts in the pretraining loop: its objective, sampler and step function.
+        ``settings``: the model's :attr:`training_class` instance built from the run's flags."""
+        raise NotImplementedError
+
+    def evaluate(self, dataset: VideoDataset, output_dir: str | os.PathLike | None = None, progress: bool = False,
+                 **extra: Any) -> "Evaluation":
+        """Held-out metrics on ``dataset``; with ``output_dir``, also its files there (``metrics.json``
+        with the ``extra`` entries, and its figures)."""
+        raise NotImplementedError
+
+
+class RewardModel(FrameEncoder, PretrainedModel, abstract=True):
+    """Base of every reward method's model (the contract: the module doc): a :class:`PretrainedModel`
+    on the shared frame encoder that scores frames. A subclass declares the class attributes below;
+    :meth:`check_contract` refuses one that does not."""
+
+    # --- what every method declares (besides method and config_class)
+    config_class: ClassVar[type[MethodConfig]]
+    scores: ClassVar[str] = TRIPLETS  # what a reward call reads: the frame encoder's interface scores triplets
+    reward_kind: ClassVar[str] = VALUE  # how RL turns values into step rewards (:data:`REWARD_KINDS`)
+    # --- what it may declare
+    finetuner_class: ClassVar[type | None] = None  # its online fine-tuning during RL (an OnlineFinetuner)
+    reward_class: ClassVar[type] = FrameReward  # its RL reward function (video2reward.reward_fn)
+    predicts_progress: ClassVar[bool] = False  # predict_from_features gives N(mu, sigma) over progress
+    goal_conditioned: ClassVar[bool] = True  # its value reads the goal frame (so subgoals can replace it: UVD)
+
+    @classmethod
+    def check_contract(cls, where: str) -> None:
+        if not issubclass(cls.config_class, MethodConfig):
+            raise TypeError(f"{where}: config_class must be a MethodConfig dataclass, got {cls.config_class!r}")
+        if cls.scores != TRIPLETS or cls.reward_kind not in REWARD_KINDS:
+            raise TypeError(f"{where}: scores must be one of {(TRIPLETS,)} and reward_kind one of {REWARD_KINDS}, got "
+                            f"{cls.scores!r}, {cls.reward_kind!r} (a model scoring {SEQUENCES} is a PretrainedModel)")
         if cls.pretrainable and cls.pretraining is RewardModel.pretraining and (
                 cls.sample_indices is RewardModel.sample_indices or cls.loss is RewardModel.loss):
             raise TypeError(f"{where}: a pretrainable method defines sample_indices and loss, or pretraining")
@@ -204,12 +292,8 @@ class RewardModel(FrameEncoder):
         super().__init__(config.backbone, config.image_size, amp, channels_last)
         self.config = config
 
-    @classmethod
-    def from_config(cls, config: dict | MethodConfig, **kwargs: Any) -> "RewardModel":
-        """The model of a config or of its dict form (``dataclasses.asdict``); ``kwargs``: ``amp``, ``channels_last``."""
-        if not isinstance(config, MethodConfig):
-            config = cls.config_class(**{"method": cls.method, **dict(config)})
-        return cls(config, **kwargs)
+    def summary(self) -> str:
+        return f"{self.method}: {self.config.backbone} at {self.image_size}px"
 
     @property
     def feature_dim(self) -> int:
@@ -252,18 +336,19 @@ class RewardModel(FrameEncoder):
         """The training objective on the tuples' features ``(B, K, 128)``: ``(loss, metrics)``."""
         raise NotImplementedError
 
-    def fit_data(self, dataset: VideoDataset) -> None:
-        """Settings read off the training data before the first step (none by default)."""
-
     def pretraining(self, dataset: VideoDataset, sampling: Sampling, settings: Any = None) -> "Pretraining":
-        """What the method puts in the pretraining loop. The default: :class:`FrameTuples` drawn by
-        :meth:`sample_indices`, :meth:`loss` on their features, :func:`tuple_train_step`.
-        ``settings``: the method's :attr:`training_class` instance built from the run's flags."""
+        """The default: :class:`FrameTuples` drawn by :meth:`sample_indices`, :meth:`loss` on their
+        features, :func:`tuple_train_step`."""
         sampler = TupleSampler(dataset, self.sample_indices, self.config, sampling.batch_size, sampling.balance_tasks,
                                sampling.seed)
         return Pretraining(TupleObjective(self), sampler, tuple_train_step, f"{self.method} tuples", "per-tuple")
 
-    training_class: ClassVar[type | None] = None  # the method's own pretraining settings (flags of TrainConfig)
+    def evaluate(self, dataset: VideoDataset, output_dir: str | os.PathLike | None = None, progress: bool = False,
+                 **extra: Any) -> "Evaluation":
+        """VOC (and MAE, for a progress model) on ``dataset``; files: ``metrics.json`` and ``progress.png``
+        (:func:`video2reward.evaluate.evaluation`)."""
+        from ..evaluate import evaluation  # evaluate.py reads checkpoints, which import this package
+        return evaluation(self, dataset, output_dir, progress, **extra)
 
 
 class Sampling(NamedTuple):
@@ -272,6 +357,14 @@ class Sampling(NamedTuple):
     batch_size: int  # tuples (or triplets) per optimiser step and process
     balance_tasks: bool  # draw a task uniformly, then one of its trajectories
     seed: int  # batch ``step`` of process ``rank`` is a pure function of (seed, rank, step)
+
+
+class Evaluation(NamedTuple):
+    """What a model's :meth:`~PretrainedModel.evaluate` gives the pretraining loop."""
+
+    metrics: dict[str, float]  # eval_log.csv / TensorBoard; keys with "/" (per task) are not printed
+    provenance: dict[str, Any]  # recorded in the checkpoint's provenance after the final evaluation
+    table: str  # printed after the final evaluation
 
 
 # ``step(objective, optimizer, batch, device, amp, grad_clip) -> metrics``: one optimiser step
@@ -470,6 +563,7 @@ class OnlineFinetuner:
         self.generator.set_state(state["generator"])
 
 
-__all__ = ["DIFFERENCE", "FrameEncoder", "FrameTuples", "LinearEmbedding", "OnlineFinetuner", "MethodConfig", "Metrics", "REWARD_KINDS", "RewardModel",
-           "ScalarHead", "TupleSampler", "VALUE", "distance", "ordered_pair", "pairwise_squared_distance",
-           "sorted_frames", "squared_distance"]
+__all__ = ["DIFFERENCE", "Evaluation", "FrameEncoder", "FrameTuples", "LinearEmbedding", "MethodConfig", "Metrics",
+           "OnlineFinetuner", "PretrainedConfig", "PretrainedModel", "REWARD_KINDS", "RewardModel", "SCORES", "SEQUENCES",
+           "ScalarHead", "TRIPLETS", "TupleSampler", "VALUE", "check_frames", "distance", "inference_mode",
+           "ordered_pair", "pairwise_squared_distance", "sorted_frames", "squared_distance"]
