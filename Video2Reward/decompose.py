@@ -4,7 +4,7 @@
 """
 import sys
 
-from video2reward.uvd import main
+from video2reward.decomposition import main
 
 if __name__ == "__main__":
     sys.exit(main())

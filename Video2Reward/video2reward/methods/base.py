@@ -37,6 +37,7 @@ from torch import nn
 from ..augment import AugmentConfig
 from ..data import VideoDataset
 from ..model import BACKBONES, FEATURE_DIM, FEATURE_SCALE, IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, autocast, build_backbone
+from ..evaluation import Evaluation
 from ..reward_fn import FrameReward
 from ..triplets import TripletSampler, randint_below
 
@@ -346,8 +347,8 @@ class RewardModel(FrameEncoder, PretrainedModel, abstract=True):
     def evaluate(self, dataset: VideoDataset, output_dir: str | os.PathLike | None = None, progress: bool = False,
                  **extra: Any) -> "Evaluation":
         """VOC (and MAE, for a progress model) on ``dataset``; files: ``metrics.json`` and ``progress.png``
-        (:func:`video2reward.evaluate.evaluation`)."""
-        from ..evaluate import evaluation  # evaluate.py reads checkpoints, which import this package
+        (:func:`video2reward.evaluation.evaluation`)."""
+        from ..evaluation import evaluation
         return evaluation(self, dataset, output_dir, progress, **extra)
 
 
@@ -357,14 +358,6 @@ class Sampling(NamedTuple):
     batch_size: int  # tuples (or triplets) per optimiser step and process
     balance_tasks: bool  # draw a task uniformly, then one of its trajectories
     seed: int  # batch ``step`` of process ``rank`` is a pure function of (seed, rank, step)
-
-
-class Evaluation(NamedTuple):
-    """What a model's :meth:`~PretrainedModel.evaluate` gives the pretraining loop."""
-
-    metrics: dict[str, float]  # eval_log.csv / TensorBoard; keys with "/" (per task) are not printed
-    provenance: dict[str, Any]  # recorded in the checkpoint's provenance after the final evaluation
-    table: str  # printed after the final evaluation
 
 
 # ``step(objective, optimizer, batch, device, amp, grad_clip) -> metrics``: one optimiser step

@@ -241,6 +241,21 @@ class TokenizerModel(PretrainedModel):
     (:meth:`encode`, :meth:`decode`, :meth:`reconstruct`, :meth:`lookup`) run in eval mode without
     gradients; :meth:`loss` is for training."""
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TokenizerModel":
+        """A tokenizer from the checkpoint ``main.py --method tokenizer`` wrote (eval mode), read
+        without the checkpoint registry (that module imports this package)."""
+        try:
+            obj = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"--tokenizer {path}: not a readable checkpoint ({type(exc).__name__})") from None
+        method = obj.get("method") if isinstance(obj, dict) else None
+        if method != cls.method:
+            raise ValueError(f"--tokenizer {path}: holds a {method or 'released PROGRESSOR'} model, not a tokenizer")
+        model = cls.from_config(dict(obj["config"]))
+        model.load_state_dict(obj["state_dict"], strict=True)
+        return model.eval()
+
     method = "tokenizer"
     config_class = TokenizerConfig
     default_batch_size = 32  # frames per step

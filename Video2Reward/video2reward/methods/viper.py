@@ -183,15 +183,11 @@ class ViperModel(PretrainedModel):
     @classmethod
     def for_training(cls, config: ViperConfig, settings: ViperTraining | None = None, **kwargs: Any) -> "ViperModel":
         """The model on the tokenizer of ``settings.tokenizer`` (its config and weights)."""
-        from ..checkpoint import load_model  # checkpoint.py imports this package
-
         path = getattr(settings, "tokenizer", None)
         if not path:
             raise ValueError("viper models a tokenizer's codes: give --tokenizer CKPT (train one with "
                              "main.py --method tokenizer)")
-        tokenizer = load_model(path)
-        if not isinstance(tokenizer, TokenizerModel):
-            raise ValueError(f"--tokenizer {path}: holds a {tokenizer.method} model, not a tokenizer")
+        tokenizer = TokenizerModel.load(path)
         model = cls.from_config(ViperConfig(**{**asdict(config), "tokenizer_config": asdict(tokenizer.config)}),
                                 **kwargs)
         model.tokenizer.load_state_dict(tokenizer.state_dict())
