@@ -13,6 +13,7 @@ import torch
 from .checkpoint import load_reward_model
 from .data import IMAGE_EXTENSIONS, discover_trajectories
 from .errors import one_line_errors
+from .flags import check_at_least
 from .io import atomic_write_json
 from .scoring import add_encoding_flags, device_of, iter_frames
 from .uvd import add_uvd_flags, config_from_args, decompose, write_decomposition
@@ -48,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``Video2Reward/decompose.py``; errors are one line (:mod:`video2reward.errors`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    check_at_least(parser, args, {"batch_size": 1})
     with one_line_errors():
         config = config_from_args(args)
         if args.threads:

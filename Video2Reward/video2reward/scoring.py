@@ -41,6 +41,7 @@ from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, iter_video, loa
 from .methods import method_of
 from .metrics import spearman
 from .errors import debug, error_line
+from .flags import check_at_least
 from .io import save_figure
 from .precision import add_precision_flag, resolve_precision
 from .reward_fn import frame_reward
@@ -353,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    check_at_least(parser, args, {"batch_size": 1})
     if args.fps is not None and not args.fps > 0:
         parser.error(f"--fps must be > 0, got {args.fps}")
     out = Path(args.out)
