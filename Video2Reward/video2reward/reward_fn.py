@@ -64,7 +64,7 @@ import torch
 
 from .frame_table import FrameTable
 from .model import autocast
-from .uvd import PhasePlan, SubgoalConfig, SubgoalPhases, decompose, plan_phases
+from .uvd import SubgoalConfig, SubgoalPhases, decompose
 
 RELABEL_MODES = ("window", "paper", "stored")
 REWARD_FORMS = ("default", "value", "delta")
@@ -259,7 +259,7 @@ class FrameReward(RewardFunction):
         self._episode_features: dict[int, torch.Tensor] = {}  # replay episode -> (2, D) init/goal features
         self._values = FrameTable(self.MAX_CACHED_VALUES)  # (replay episode, step) -> (value, version), CPU
         self._frame_features = FrameTable(self.MAX_CACHED_FEATURES)  # (replay episode, step) -> (D,)
-        self.subgoals = None if subgoals is None else SubgoalPhases(subgoals, self._plan)
+        self.subgoals = None if subgoals is None else SubgoalPhases(subgoals, self.model.encode, self.values)
         self.wants_goal_rollout = subgoals is not None
 
     @property
@@ -301,17 +301,14 @@ class FrameReward(RewardFunction):
         if self.subgoals is not None:  # goal_frame: the goal rollout, decomposed into subgoals
             rollout = self._endpoints[1]
             found = decompose(self.model, rollout, self.subgoals.config.uvd)
-            self.subgoals.begin(torch.cat([self._endpoints[0], rollout[list(found.subgoals)]]))
+            features = torch.cat([self.model.encode(self._endpoints[0]), found.features[list(found.subgoals)]])
+            self.subgoals.begin(torch.cat([self._endpoints[0], rollout[list(found.subgoals)]]), features)
             self._f_init, self._f_goal = self.subgoals.endpoint_features()
             self._last_value = float(self.subgoals.plan.start_values[0]) if self.kind == "difference" else None
             return
         f = self.model.encode(torch.cat(self._endpoints))
         self._f_init, self._f_goal = f[:1], f[1:]
         self._last_value = self._step_scores(f[:1]).reward if self.kind == "difference" else None
-
-    def _plan(self, endpoints: torch.Tensor) -> PhasePlan:
-        """The phases between uint8 endpoint frames ``(K + 1, 3, S, S)`` under the current model."""
-        return plan_phases(self.model.encode(endpoints), self.values)
 
     def step(self, frame, env_reward: float = 0.0, success: bool = False) -> StepReward:
         if self._endpoints is None:
@@ -377,7 +374,7 @@ class FrameReward(RewardFunction):
         else:
             self._values.clear()
         if self.subgoals is not None:  # the episode keeps its subgoals and phase; offsets follow the new model
-            self.subgoals.refresh()
+            self.subgoals.refresh(features_kept=self.keeps_features)
             if self.subgoals.plan is not None:
                 self._f_init, self._f_goal = self.subgoals.endpoint_features()
         elif self._endpoints is not None and (not self.keeps_features or self._f_init is None):

@@ -128,6 +128,7 @@ class Decomposition:
     num_frames: int
     curves: tuple[Curve, ...] = ()
     config: UVDConfig = UVDConfig()
+    features: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)  # (L, D), from decompose()
 
     @property
     def num_phases(self) -> int:
@@ -170,7 +171,8 @@ def decompose_features(features: np.ndarray | torch.Tensor, config: UVDConfig = 
 
 def decompose(model: Any, frames: torch.Tensor, config: UVDConfig = UVDConfig(), batch_size: int = 256) -> Decomposition:
     """UVD on uint8 ``frames (L, 3, S, S)`` with ``model.encode`` (any reward model) as the embedding."""
-    return decompose_features(model.encode(torch.as_tensor(frames), batch_size), config)
+    features = model.encode(torch.as_tensor(frames), batch_size)
+    return dataclasses.replace(decompose_features(features, config), features=features)
 
 
 # ---------------------------------------------------------------------------------------- subgoal rewards
@@ -238,17 +240,18 @@ def plan_phases(features: torch.Tensor, values: Values) -> PhasePlan:
 class SubgoalPhases:
     """The subgoal state of a reward: the current episode's phase, and for every replay episode its
     endpoint frames and the phase each kept frame was scored in (so relabelling scores a frame against
-    the subgoal it was collected under, with the current model). ``plan(frames) -> PhasePlan`` encodes
-    an episode's endpoint frames ``(K + 1, 3, S, S)`` and scores them with the current model.
+    the subgoal it was collected under, with the current model). ``encode(frames) -> (K + 1, D)`` embeds
+    an episode's endpoint frames ``(K + 1, 3, S, S)`` and ``values`` scores them (:func:`plan_phases`).
 
     Plans belong to the model as it was at the last :meth:`refresh`; the endpoint frames and phases
-    are kept until :meth:`forget` (about ``K + 1`` frames per replay episode)."""
+    are kept until :meth:`forget` (about ``K + 1`` frames per replay episode). A refresh that keeps the
+    features (a frozen encoder) re-scores the kept features instead of encoding the frames again."""
 
     MAX_PHASE_SLOTS = 2**62  # the phase table is never dropped: phases cannot be recomputed
 
-    def __init__(self, config: SubgoalConfig, plan: Callable[[torch.Tensor], PhasePlan]) -> None:
+    def __init__(self, config: SubgoalConfig, encode: Callable[[torch.Tensor], torch.Tensor], values: Values) -> None:
         self.config = config
-        self._plan_of = plan
+        self._encode, self._values = encode, values
         self._frames: dict[int, torch.Tensor] = {}  # replay episode -> (K + 1, 3, S, S) uint8 endpoint frames
         self._plans: dict[int, PhasePlan] = {}  # replay episode -> its plan under the current model
         self._phases = FrameTable(self.MAX_PHASE_SLOTS)  # (replay episode, step) -> phase, int16
@@ -258,10 +261,11 @@ class SubgoalPhases:
         self._scored_phase: int | None = None  # the phase the last scored frame was in
 
     # ------------------------------------------------------------------ the current episode
-    def begin(self, endpoints: torch.Tensor) -> None:
-        """A new episode whose phases run between ``endpoints`` (init frame, then the subgoal frames)."""
+    def begin(self, endpoints: torch.Tensor, features: torch.Tensor | None = None) -> None:
+        """A new episode whose phases run between ``endpoints`` (init frame, then the subgoal frames);
+        ``features``: their ``(K + 1, D)`` embedding, if already computed."""
         self.frames = endpoints.cpu()
-        self.plan = self._plan_of(endpoints)
+        self.plan = plan_phases(self._encode(endpoints) if features is None else features, self._values)
         self.phase, self._scored_phase = 0, None
 
     def endpoint_features(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,14 +324,18 @@ class SubgoalPhases:
             if episode not in self._frames:
                 raise RuntimeError(f"replay episode {episode} has no subgoals kept (was it collected with "
                                    f"reward.subgoals=uvd?)")
-            self._plans[episode] = self._plan_of(self._frames[episode])
+            self._plans[episode] = plan_phases(self._encode(self._frames[episode]), self._values)
         return self._plans[episode]
 
-    def refresh(self) -> None:
-        """The model changed: plans are dropped (rebuilt when next needed), the current episode's at once."""
-        self._plans.clear()
-        if self.frames is not None:
-            self.plan = self._plan_of(self.frames)
+    def refresh(self, features_kept: bool = False) -> None:
+        """The model changed: plans are rebuilt, the current episode's at once, the others when next
+        needed; with ``features_kept`` (the encoder did not change) from their features, re-scored."""
+        if features_kept:
+            self._plans = {e: plan_phases(p.features, self._values) for e, p in self._plans.items()}
+        else:
+            self._plans.clear()
+        if self.plan is not None:
+            self.plan = plan_phases(self.plan.features if features_kept else self._encode(self.frames), self._values)
 
     def forget(self, before_episode: int) -> None:
         for e in [e for e in self._frames if e < before_episode]:
