@@ -111,32 +111,33 @@ class NegativeSet:
                 j = int(randint_below(torch.tensor([len(data)]), generator))
                 name = data.tasks[j]
                 e = self._pair(name, data.names[j], generator)
-                frames = data.trajectory(j)
+                order = torch.arange(int(data.lengths[j]))
             else:
                 e = int(randint_below(torch.tensor([len(self.expert)]), generator))
                 name = self.expert.tasks[e]
-                frames = self._made(kind, e, generator)
-            expert = self.expert.trajectory(e)
-            goal = expert[-1:]
-            neg_rows.append(torch.cat([frames[_positions(len(frames), k, generator)], goal]))
-            exp_rows.append(torch.cat([expert[_positions(len(expert), k, generator)], goal]))
+                data, j, order = self._made(kind, e, generator)
+            negative = data.gather(j, order[_positions(len(order), k, generator)])  # only the frames used are read
+            length = int(self.expert.lengths[e])
+            expert = self.expert.gather(e, torch.cat([_positions(length, k, generator), torch.tensor([length - 1])]))
+            neg_rows.append(torch.cat([negative, expert[-1:]]))  # the placement's goal: the expert's last frame
+            exp_rows.append(expert)
             quality.append(QUALITY[kind])
             task.append(self.expert.task_names.index(name))
         quality_t = torch.tensor(quality, dtype=torch.int64)
         return NegativeBatch(torch.stack(neg_rows + exp_rows), quality_t, torch.tensor(task, dtype=torch.int64),
                              torch.tensor([kind in NOT_PROGRESS for kind in kinds]))
 
-    def _made(self, kind: str, e: int, generator: torch.Generator) -> torch.Tensor:
-        """A sampling-time negative from expert trajectory ``e``."""
-        video = self.expert.trajectory(e)
+    def _made(self, kind: str, e: int, generator: torch.Generator) -> tuple[VideoDataset, int, torch.Tensor]:
+        """A sampling-time negative from expert trajectory ``e``: ``(dataset, trajectory, frame order)``."""
+        length = int(self.expert.lengths[e])
         if kind == "reversed":
-            return video.flip(0)
+            return self.expert, e, torch.arange(length - 1, -1, -1)
         if kind == "rewound":
-            return video[rewind_order(len(video), generator)]
+            return self.expert, e, rewind_order(length, generator)
         task = self.expert.tasks[e]  # other-task: a video of another task (its own frames, this task's goal)
         others = np.flatnonzero(np.array(self.expert.tasks) != task)
-        return self.expert.trajectory(int(others[int(randint_below(torch.tensor([len(others)]), generator))]))
-
+        other = int(others[int(randint_below(torch.tensor([len(others)]), generator))])
+        return self.expert, other, torch.arange(int(self.expert.lengths[other]))
 
 def rewind_order(length: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Frame order of a rewound copy of a ``length``-frame video: ``0 .. t`` then back ``t-1 .. t-r``,
